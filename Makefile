@@ -1,0 +1,77 @@
+# baremetal.l2lb — developer entry points. Everything installs what it needs itself.
+#   make lab    bring up the local lab, run site.yml and verify.yml against it
+#   make test   the whole test suite (lint, unit, integration), as CI runs it
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+BUILD := .build
+# The collection must sit under ansible_collections/<namespace>/<name> for Ansible and for imports.
+COLLECTIONS := $(BUILD)/collections
+COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/baremetal/l2lb
+APT_PACKAGES := python3 python3-venv iproute2 iptables debootstrap systemd-container
+PYTEST := $(BIN)/pytest
+export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: help setup apt venv collection-link lint unit integration test build lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: apt venv collection-link ## apt packages + .venv with the pinned Python deps
+
+apt: $(BUILD)/apt.stamp
+$(BUILD)/apt.stamp:
+	@mkdir -p $(BUILD)
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "== installing apt packages: $(APT_PACKAGES)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get -y -q update; \
+	  DEBIAN_FRONTEND=noninteractive apt-get -y -q install --no-install-recommends $(APT_PACKAGES); \
+	fi
+	@touch $@
+
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: requirements.txt
+	@echo "== creating $(VENV) from requirements.txt"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+collection-link: $(COLLECTION_LINK)
+$(COLLECTION_LINK):
+	@mkdir -p $(dir $@)
+	ln -sfn ../../../.. $@
+
+lint: setup ## ruff, mypy, yamllint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/yamllint -s .
+
+unit: setup ## fast unit tests (pure logic, no network)
+	$(PYTEST) tests/unit
+
+integration: setup ## tests with real processes, sockets, namespaces and the API stand-in
+	$(PYTEST) tests/integration
+
+build: setup ## build the collection tarball and install it into a scratch path
+	rm -rf $(BUILD)/dist $(BUILD)/install && mkdir -p $(BUILD)/dist
+	$(BIN)/ansible-galaxy collection build --force --output-path $(BUILD)/dist .
+	$(BIN)/ansible-galaxy collection install --offline --no-deps -p $(BUILD)/install $(BUILD)/dist/baremetal-l2lb-*.tar.gz
+	test -f $(BUILD)/install/ansible_collections/baremetal/l2lb/galaxy.yml -o -f $(BUILD)/install/ansible_collections/baremetal/l2lb/MANIFEST.json
+
+# pytest exits 5 when it collected no tests; make treats any non-zero exit as failure, on purpose.
+test: lint unit integration build ## everything CI runs
+
+lock: ## regenerate requirements.txt from requirements.in in a scratch venv
+	rm -rf $(BUILD)/lockvenv && $(PYTHON) -m venv $(BUILD)/lockvenv
+	$(BUILD)/lockvenv/bin/pip install -q -r requirements.in
+	{ echo "# Full pinned lock of requirements.in (pip freeze in a clean venv). Regenerate: make lock"; \
+	  $(BUILD)/lockvenv/bin/pip freeze; } > requirements.txt
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf $(BUILD)/dist $(BUILD)/install .pytest_cache .mypy_cache .ruff_cache
