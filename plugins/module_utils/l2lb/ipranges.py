@@ -122,20 +122,32 @@ def parse_cidr(value: Any, obj: str, path: str, problems: Problems) -> Block | N
             kind="invalid_cidr",
         )
         return None
+    address_text, _, prefix_text = text.partition("/")
+    address = parse_ip(address_text)
+    if address is None:
+        problems.add(
+            obj,
+            path,
+            f"{value!r} is not a valid CIDR: {address_text!r} is not an IP address",
+            "write an address/prefix such as 198.18.10.0/24",
+            kind="invalid_cidr",
+        )
+        return None
+    max_prefix = 32 if address.version == 4 else 128
+    if not prefix_text.isdigit() or int(prefix_text) > max_prefix:
+        problems.add(
+            obj,
+            path,
+            f"{value!r} is not a valid CIDR: prefix length /{prefix_text} is not in 0-{max_prefix} "
+            f"for IPv{address.version}",
+            f"use a prefix length between 0 and {max_prefix}",
+            kind="invalid_cidr",
+        )
+        return None
     try:
         network = ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        try:
-            loose = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            problems.add(
-                obj,
-                path,
-                f"{value!r} is not a valid CIDR ({exc})",
-                "write an address/prefix such as 198.18.10.0/24",
-                kind="invalid_cidr",
-            )
-            return None
+    except ValueError:
+        loose = ipaddress.ip_network(text, strict=False)
         problems.add(
             obj,
             path,

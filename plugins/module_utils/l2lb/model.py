@@ -341,12 +341,9 @@ def build_model(pools: Any, policies: Any = None) -> Model:
     any_pools = [p for p, _ in parsed_pools if p is not None]
     for ov in find_overlaps(any_pools):
         if ov.pool_a == ov.pool_b:
-            message = f"blocks[{ov.index_a}] {ov.block_a} and blocks[{ov.index_b}] {ov.block_b} overlap in {ov.shared}"
+            message = f"{ov.block_a} overlaps blocks[{ov.index_b}] ({ov.block_b}) of the same pool in {ov.shared}"
         else:
-            message = (
-                f'blocks[{ov.index_a}] {ov.block_a} overlaps pool "{ov.pool_b}" '
-                f"blocks[{ov.index_b}] {ov.block_b} in {ov.shared}"
-            )
+            message = f'{ov.block_a} overlaps pool "{ov.pool_b}" blocks[{ov.index_b}] ({ov.block_b}) in {ov.shared}'
         problems.add(
             f'pool "{ov.pool_a}"',
             f"blocks[{ov.index_a}]",

@@ -34,7 +34,6 @@ class Problem:
             "kind": self.kind,
             "message": self.message,
             "fix": self.fix,
-            "text": str(self),
         }
 
 
