@@ -17,7 +17,7 @@ PYTEST := $(BIN)/pytest
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv collection-link lint unit integration test build lock clean
+.PHONY: help setup apt venv collection-link lint unit integration test build lock clean crds
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -77,3 +77,6 @@ lock: ## regenerate requirements.txt from requirements.in in a scratch venv
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf $(BUILD)/dist $(BUILD)/install .pytest_cache .mypy_cache .ruff_cache
+
+crds: setup ## regenerate roles/cluster/files/crds.yml from the model
+	$(BIN)/python tests/render_crds.py

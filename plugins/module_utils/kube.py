@@ -1,0 +1,178 @@
+# Copyright: baremetal.l2lb contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one place where our Ansible modules talk to the Kubernetes API.
+
+Modules never build requests themselves: they get a :class:`KubeClient` from their parameters and call
+typed helpers. Errors come back as :class:`KubeError` with a message naming the object.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    from kubernetes import client as k8s_client
+    from kubernetes import config as k8s_config
+    from kubernetes.client.exceptions import ApiException
+
+    HAS_KUBERNETES = True
+    KUBERNETES_IMPORT_ERROR: Exception | None = None
+except ImportError as _exc:  # pragma: no cover - reported by the module
+    HAS_KUBERNETES = False
+    KUBERNETES_IMPORT_ERROR = _exc
+    ApiException = Exception  # type: ignore[misc,assignment]
+
+AUTH_ARG_SPEC: dict[str, dict[str, Any]] = {
+    "kubeconfig": {"type": "path"},
+    "context": {"type": "str"},
+    "host": {"type": "str"},
+    "api_key": {"type": "str", "no_log": True},
+    "ca_cert": {"type": "path"},
+    "validate_certs": {"type": "bool", "default": True},
+}
+
+
+class KubeError(Exception):
+    """An API call failed; ``status`` is the HTTP status (0 when unreachable)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _api_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if body:
+        try:
+            return str(json.loads(body).get("message") or body)
+        except (ValueError, AttributeError):
+            return str(body)
+    return str(getattr(exc, "reason", exc))
+
+
+class KubeClient:
+    """A thin, typed wrapper over the official client for the calls our modules make."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        if not HAS_KUBERNETES:
+            raise KubeError(f"the kubernetes Python library is required: {KUBERNETES_IMPORT_ERROR}")
+        configuration = k8s_client.Configuration()
+        if params.get("host"):
+            configuration.host = params["host"]
+            if params.get("api_key"):
+                configuration.api_key = {"authorization": params["api_key"]}
+                configuration.api_key_prefix = {"authorization": "Bearer"}
+            if params.get("ca_cert"):
+                configuration.ssl_ca_cert = params["ca_cert"]
+        else:
+            path = (
+                params.get("kubeconfig")
+                or os.environ.get("K8S_AUTH_KUBECONFIG")
+                or os.path.expanduser("~/.kube/config")
+            )
+            if not os.path.exists(path):
+                raise KubeError(f"kubeconfig {path} does not exist: set kubeconfig, or host + api_key + ca_cert")
+            k8s_config.load_kube_config(
+                config_file=path, context=params.get("context"), client_configuration=configuration
+            )
+        configuration.verify_ssl = bool(params.get("validate_certs", True))
+        self.api = k8s_client.ApiClient(configuration)
+        self.custom = k8s_client.CustomObjectsApi(self.api)
+        self.core = k8s_client.CoreV1Api(self.api)
+        self.coordination = k8s_client.CoordinationV1Api(self.api)
+        self.extensions = k8s_client.ApiextensionsV1Api(self.api)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            raise KubeError(f"{what}: {_api_message(exc)}", int(getattr(exc, "status", 0) or 0)) from None
+        except Exception as exc:  # urllib3 connection errors and the like
+            raise KubeError(f"{what}: cannot reach the API server: {exc}") from None
+
+    def crd_established(self, name: str) -> bool:
+        """Whether the CRD exists and is served (condition Established=True)."""
+        try:
+            crd = self._call(
+                f'customresourcedefinition "{name}"', self.extensions.read_custom_resource_definition, name
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        conditions = (crd.status.conditions if crd.status else None) or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    # Cluster-scoped custom objects (our CRs are cluster-scoped).
+    def list_cluster_objects(self, group: str, version: str, plural: str, label_selector: str = "") -> list[dict]:
+        result = self._call(
+            f"list {plural}.{group}",
+            self.custom.list_cluster_custom_object,
+            group,
+            version,
+            plural,
+            label_selector=label_selector,
+        )
+        return list(result.get("items", []))
+
+    def get_cluster_object(self, group: str, version: str, plural: str, name: str) -> dict | None:
+        try:
+            return dict(
+                self._call(
+                    f'{plural}.{group} "{name}"', self.custom.get_cluster_custom_object, group, version, plural, name
+                )
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_cluster_object(self, group: str, version: str, plural: str, body: dict, dry_run: bool) -> dict:
+        name = body["metadata"]["name"]
+        kwargs = {"dry_run": "All"} if dry_run else {}
+        return dict(
+            self._call(
+                f'create {plural}.{group} "{name}"',
+                self.custom.create_cluster_custom_object,
+                group,
+                version,
+                plural,
+                body,
+                **kwargs,
+            )
+        )
+
+    def replace_cluster_object(self, group: str, version: str, plural: str, body: dict, dry_run: bool) -> dict:
+        name = body["metadata"]["name"]
+        kwargs = {"dry_run": "All"} if dry_run else {}
+        return dict(
+            self._call(
+                f'replace {plural}.{group} "{name}"',
+                self.custom.replace_cluster_custom_object,
+                group,
+                version,
+                plural,
+                name,
+                body,
+                **kwargs,
+            )
+        )
+
+    def delete_cluster_object(self, group: str, version: str, plural: str, name: str, dry_run: bool) -> None:
+        kwargs = {"dry_run": "All"} if dry_run else {}
+        try:
+            self._call(
+                f'delete {plural}.{group} "{name}"',
+                self.custom.delete_cluster_custom_object,
+                group,
+                version,
+                plural,
+                name,
+                **kwargs,
+            )
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
