@@ -176,3 +176,25 @@ class KubeClient:
         except KubeError as exc:
             if exc.status != 404:
                 raise
+
+    # Read-only views for the facts modules; plain dicts as the API returns them.
+    def list_leases(self, namespace: str) -> list[dict]:
+        result = self._call(f"list leases in {namespace}", self.coordination.list_namespaced_lease, namespace)
+        return [self.api.sanitize_for_serialization(item) for item in result.items]
+
+    def list_services(self, namespace: str | None = None) -> list[dict]:
+        if namespace:
+            result = self._call(f"list services in {namespace}", self.core.list_namespaced_service, namespace)
+        else:
+            result = self._call("list services", self.core.list_service_for_all_namespaces)
+        return [self.api.sanitize_for_serialization(item) for item in result.items]
+
+    def list_nodes(self) -> list[dict]:
+        result = self._call("list nodes", self.core.list_node)
+        return [self.api.sanitize_for_serialization(item) for item in result.items]
+
+    def list_events(self, namespace: str, field_selector: str = "") -> list[dict]:
+        result = self._call(
+            f"list events in {namespace}", self.core.list_namespaced_event, namespace, field_selector=field_selector
+        )
+        return [self.api.sanitize_for_serialization(item) for item in result.items]

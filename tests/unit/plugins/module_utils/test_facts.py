@@ -1,0 +1,67 @@
+"""Facts helpers: lease liveness by observed change (not clocks), Service views."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ansible_collections.baremetal.l2lb.plugins.module_utils.facts import (
+    classify_leases,
+    is_our_load_balancer,
+    service_view,
+)
+
+
+def _lease(name: str, rv: str, renew: str = "2026-11-21T10:00:00.000000Z", holder: str = "n1") -> dict:
+    return {
+        "metadata": {"name": name, "resourceVersion": rv, "annotations": {"l2lb.io/lease-duration": "2"}},
+        "spec": {"holderIdentity": holder, "renewTime": renew},
+    }
+
+
+def test_liveness_is_observed_change_not_clock() -> None:
+    now = datetime(2026, 11, 21, 10, 0, 30, tzinfo=UTC)
+    # n1 renews (its clock is 30 s behind ours), n2 stopped: same resourceVersion in both reads.
+    first = [_lease("l2lb-node-n1", "1"), _lease("l2lb-node-n2", "5"), _lease("l2lb-controller", "7")]
+    second = [_lease("l2lb-node-n1", "9"), _lease("l2lb-node-n2", "5"), _lease("l2lb-controller", "8")]
+    facts = classify_leases(first, second, now)
+    assert facts["heartbeats"]["n1"]["alive"] is True
+    assert facts["heartbeats"]["n1"]["renew_age_seconds"] == 30.0
+    assert facts["heartbeats"]["n2"]["alive"] is False
+    assert facts["controller"]["alive"] is True and facts["controller"]["holder"] == "n1"
+
+
+def test_deleted_lease_is_dead_and_cilium_leases_are_grouped() -> None:
+    first = [_lease("l2lb-node-n1", "1"), _lease("cilium-l2announce-default-web", "3", holder="n3")]
+    facts = classify_leases(first, [_lease("cilium-l2announce-default-web", "4", holder="n3")])
+    assert facts["heartbeats"]["n1"]["alive"] is False
+    assert facts["cilium"]["default-web"]["holder"] == "n3" and facts["cilium"]["default-web"]["alive"] is True
+
+
+def test_service_view_and_class_filter() -> None:
+    svc = {
+        "metadata": {
+            "namespace": "default",
+            "name": "dns",
+            "annotations": {
+                "l2lb.io/announcing-node": "n2",
+                "l2lb.io/announcing-interfaces": "eth0,eth1",
+                "metallb.universe.tf/allow-shared-ip": "pihole",
+                "l2lb.io/pool": "lan",
+            },
+        },
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 53, "protocol": "UDP"}]},
+        "status": {
+            "loadBalancer": {"ingress": [{"ip": "198.18.0.241"}]},
+            "conditions": [
+                {"type": "l2lb.io/Announced", "status": "True", "reason": "Announced"},
+                {"type": "other", "status": "True"},
+            ],
+        },
+    }
+    view = service_view(svc)
+    assert view["ips"] == ["198.18.0.241"] and view["sharing_key"] == "pihole"
+    assert view["announcing_interfaces"] == ["eth0", "eth1"] and view["pool"] == "lan"
+    assert [c["type"] for c in view["conditions"]] == ["l2lb.io/Announced"]
+    assert is_our_load_balancer(svc)
+    assert not is_our_load_balancer({"spec": {"type": "LoadBalancer", "loadBalancerClass": "other.io/lb"}})
+    assert not is_our_load_balancer({"spec": {"type": "ClusterIP"}})
