@@ -17,7 +17,7 @@ PYTEST := $(BIN)/pytest
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv collection-link lint unit integration test build lock clean crds
+.PHONY: help setup apt venv collection-link lint unit integration test build lock clean crds lab-image lab-up lab-down lab-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -77,6 +77,17 @@ lock: ## regenerate requirements.txt from requirements.in in a scratch venv
 
 clean: ## remove build outputs (keeps .venv)
 	rm -rf $(BUILD)/dist $(BUILD)/install .pytest_cache .mypy_cache .ruff_cache
+
+LAB := $(BIN)/python tests/lab/lab.py
+
+lab-image: setup ## build (or reuse) the cached lab node image (/var/cache/l2lb-lab)
+	$(LAB) image
+lab-up: setup ## bring up the lab (3 nspawn nodes, client netns, API stand-in), write inventory/lab/
+	$(LAB) up
+lab-down: ## stop and remove everything the lab created
+	$(PYTHON) tests/lab/lab.py down
+lab-status: ## show the lab: nodes, PIDs, API, inventory
+	$(PYTHON) tests/lab/lab.py status
 
 crds: setup ## regenerate roles/cluster/files/crds.yml from the model
 	$(BIN)/python tests/render_crds.py
