@@ -215,14 +215,14 @@ def _address(msg: Any) -> Address | None:
 # ---- matching ----
 
 
-def compile_interface_patterns(patterns: Sequence[str]) -> list[re.Pattern[str]]:
-    """Compile policy interface regexes; ValueError naming the bad one."""
+def compile_interface_patterns(patterns: Sequence[str], field_name: str = "interfaces") -> list[re.Pattern[str]]:
+    """Compile policy interface regexes; ValueError naming the bad one as ``<field_name>[i]``."""
     compiled = []
     for position, pattern in enumerate(patterns):
         try:
             compiled.append(re.compile(pattern))
         except re.error as exc:
-            raise ValueError(f"interfaces[{position}] {pattern!r}: not a valid regular expression: {exc}") from None
+            raise ValueError(f"{field_name}[{position}] {pattern!r}: not a valid regular expression: {exc}") from None
     return compiled
 
 
@@ -252,6 +252,15 @@ def attached_interfaces(ip: str, interfaces: Iterable[Interface]) -> list[Interf
 def is_directly_attached(ip: str, interfaces: Iterable[Interface]) -> bool:
     """Whether ``ip`` lies in a subnet directly attached to one of ``interfaces``."""
     return bool(attached_interfaces(ip, interfaces))
+
+
+def attached_address(ip: str, interface: Interface) -> Address | None:
+    """The interface's own address in the directly attached subnet containing ``ip`` (None if none does)."""
+    address = ipaddress.ip_address(ip)
+    for addr in interface.addresses:
+        if addr.family == address.version and address in ipaddress.ip_network(addr.network):
+            return addr
+    return None
 
 
 # ---- watching ----
