@@ -10,39 +10,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..model.model import Pool
-
-LB_CLASS = "l2lb.io/l2-announcer"
-ANNOTATION_IPS = "l2lb.io/ips"
-ANNOTATION_SHARING_KEY = "l2lb.io/sharing-key"
-ANNOTATION_ANNOUNCING_NODE = "l2lb.io/announcing-node"
-ANNOTATION_ANNOUNCING_INTERFACES = "l2lb.io/announcing-interfaces"
-ANNOTATION_POOL = "l2lb.io/pool"
-# Requested-IP annotations honoured for migration, in order of precedence (ours first).
-REQUESTED_IP_ANNOTATIONS = (
+from ..model.names import (  # noqa: F401  (re-exported: the controller's names live with the model)
+    ANNOTATION_ANNOUNCING_INTERFACES,
+    ANNOTATION_ANNOUNCING_NODE,
     ANNOTATION_IPS,
-    "lbipam.cilium.io/ips",
-    "io.cilium/lb-ipam-ips",
-    "metallb.io/loadBalancerIPs",
-    "metallb.universe.tf/loadBalancerIPs",
-)
-SHARING_KEY_ANNOTATIONS = (
+    ANNOTATION_POOL,
     ANNOTATION_SHARING_KEY,
-    "lbipam.cilium.io/sharing-key",
-    "io.cilium/lb-ipam-sharing-key",
-    "metallb.io/allow-shared-ip",
-    "metallb.universe.tf/allow-shared-ip",
+    LB_CLASS,
+    REQUESTED_IP_ANNOTATIONS,
+    SHARING_KEY_ANNOTATIONS,
 )
+
+# Service spec.ipFamilies values and the IP version each stands for.
+IP_FAMILY_VERSIONS = {"IPv4": 4, "IPv6": 6}
+EXTERNAL_TRAFFIC_POLICY_LOCAL = "Local"
 
 # Refusal reasons (Service condition reason and Event reason).
 REASON_INVALID_REQUEST = "InvalidRequest"
+REASON_NO_POOL_MATCHES = "NoPoolMatches"
+REASON_POOL_EXHAUSTED = "PoolExhausted"
 REASON_REQUESTED_IP_UNAVAILABLE = "RequestedIPUnavailable"
 REASON_SHARING_REFUSED = "SharingRefused"
-REASON_POOL_EXHAUSTED = "PoolExhausted"
-REASON_NO_POOL_MATCHES = "NoPoolMatches"
 REASON_NO_ELIGIBLE_NODE = "NoEligibleNode"
-
-EXTERNAL_TRAFFIC_POLICY_LOCAL = "Local"
-IP_FAMILY_VERSIONS = {"IPv4": 4, "IPv6": 6}  # spec.ipFamilies entry -> IP version
 
 
 @dataclass(frozen=True)
