@@ -1,0 +1,230 @@
+# Copyright: baremetal.l2lb contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The verify report: service -> IP -> announcing node -> MAC on the wire -> TCP, with a diagnosis.
+
+Pure: it takes what service_info, lease_info, arp_probe and the TCP checks returned and decides, per
+service IP, whether it works and if not, why — in the words an operator would use at 2 a.m.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# Refusal reasons (Service condition reasons written by the controller) and how the report names them.
+_NO_IP_REASONS = {
+    "PoolExhausted": "pool exhausted",
+    "NoPoolMatches": "no pool matches",
+    "RequestedIPUnavailable": "requested IP unavailable",
+    "SharingRefused": "sharing refused",
+    "InvalidRequest": "invalid IP request",
+}
+
+
+def mac_owners(heartbeats: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """MAC (lowercase) -> (node, interface), from the interfaces each heartbeat publishes."""
+    owners: dict[str, tuple[str, str]] = {}
+    for node, lease in heartbeats.items():
+        for iface in lease.get("interfaces") or []:
+            mac = str(iface.get("mac") or "").lower()
+            if mac:
+                owners[mac] = (node, str(iface.get("name") or ""))
+    return owners
+
+
+def _condition(service: Mapping[str, Any], suffix: str) -> Mapping[str, Any] | None:
+    return next((c for c in service.get("conditions") or [] if str(c.get("type", "")).endswith(suffix)), None)
+
+
+def _whose(mac: str, owners: Mapping[str, tuple[str, str]]) -> str:
+    owner = owners.get(mac.lower())
+    return f"{owner[0]}/{owner[1]}" if owner else "unknown"
+
+
+def _row(service: Mapping[str, Any], ip: str) -> dict[str, Any]:
+    return {
+        "service": f"{service.get('namespace')}/{service.get('name')}",
+        "ip": ip,
+        "node": service.get("announcing_node") or "",
+        "heartbeat": "",
+        "mac": "",
+        "mac_owner": "",
+        "tcp": "",
+        "ok": False,
+        "diagnosis": "",
+    }
+
+
+def _diagnose_ip(
+    row: dict[str, Any],
+    service: Mapping[str, Any],
+    leases: Mapping[str, Any],
+    probe: Mapping[str, Any] | None,
+    tcp: Sequence[Mapping[str, Any]],
+    owners: Mapping[str, tuple[str, str]],
+) -> None:
+    node = row["node"]
+    heartbeat = (leases.get("heartbeats") or {}).get(node) if node else None
+    if heartbeat is not None:
+        alive = heartbeat.get("alive")
+        age = heartbeat.get("renew_age_seconds")
+        row["heartbeat"] = ("alive" if alive else "STALE" if alive is False else "?") + (
+            f" ({age:.1f}s)" if isinstance(age, int | float) else ""
+        )
+    responders = list((probe or {}).get("responders") or [])
+    if responders:
+        row["mac"] = ",".join(r["mac"] for r in responders)
+        row["mac_owner"] = ",".join(_whose(r["mac"], owners) for r in responders)
+    ports = [t for t in tcp if t.get("ip") == row["ip"]]
+    if ports:
+        row["tcp"] = ",".join(f"{t['port']}:{'ok' if t.get('ok') else 'FAIL'}" for t in ports)
+
+    if not node:
+        announced = _condition(service, "Announced")
+        if announced and announced.get("reason") == "NoEligibleNode":
+            row["diagnosis"] = f"no eligible node: {announced.get('message', '')}"
+        else:
+            row["diagnosis"] = (
+                "no announcing node assigned (is an l2lb controller running? see the l2lb-controller lease)"
+            )
+        return
+    if heartbeat is None:
+        row["diagnosis"] = f"stale heartbeat: node {node} has no heartbeat lease (agent not running there?)"
+        return
+    if heartbeat.get("alive") is False:
+        row["diagnosis"] = (
+            f"stale heartbeat: node {node}'s lease did not change while observed; its agent is "
+            "down or cut off from the API"
+        )
+        return
+    if probe is None:
+        row["diagnosis"] = "not probed: no ARP result for this IP"
+        return
+    if probe.get("diagnosis") and not responders:
+        row["diagnosis"] = str(probe["diagnosis"])
+        return
+    if len(responders) > 1:
+        row["diagnosis"] = (
+            "split brain: "
+            + " and ".join(f"{r['mac']} ({_whose(r['mac'], owners)})" for r in responders)
+            + " both answer ARP"
+        )
+        return
+    if not responders:
+        ifaces = ",".join(service.get("announcing_interfaces") or []) or "its interfaces"
+        row["diagnosis"] = f"no ARP answer: node {node} should announce on {ifaces} but nothing answered"
+        return
+    owner = owners.get(responders[0]["mac"].lower())
+    if owner is None:
+        row["diagnosis"] = f"MAC {responders[0]['mac']} belongs to no l2lb node, but the assignment says {node}"
+        return
+    if owner[0] != node:
+        row["diagnosis"] = f"MAC {responders[0]['mac']} belongs to node {owner[0]}, but the assignment says {node}"
+        return
+    failed = [t for t in ports if not t.get("ok")]
+    if failed:
+        row["diagnosis"] = (
+            f"ARP fine ({node} answers) but TCP fails on port "
+            + ", ".join(f"{t['port']} ({t.get('error') or 'no connection'})" for t in failed)
+            + ": dataplane problem (kube-proxy rules, endpoints, firewall)"
+        )
+        return
+    row["ok"] = True
+
+
+def tcp_targets(services: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Every (IP, TCP port) to check; UDP/SCTP ports cannot be checked with a connect and are skipped."""
+    targets = []
+    for service in services:
+        for ip in service.get("ips") or []:
+            for port in service.get("ports") or []:
+                if str(port.get("protocol") or "TCP").upper() == "TCP":
+                    targets.append(
+                        {
+                            "service": f"{service.get('namespace')}/{service.get('name')}",
+                            "ip": ip,
+                            "port": int(port["port"]),
+                        }
+                    )
+    return targets
+
+
+def _tcp_results(tcp: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Accept plain {ip, port, ok, error} entries or the registered results of a wait_for loop."""
+    results = []
+    for entry in tcp:
+        if "item" in entry:  # a wait_for loop result: success reports state=started
+            item = entry["item"]
+            ok = entry.get("state") == "started"
+            error = "" if ok else str(entry.get("msg") or "no connection")
+            results.append({"ip": item["ip"], "port": item["port"], "ok": ok, "error": error})
+        else:
+            results.append(dict(entry))
+    return results
+
+
+def build_report(
+    services: Sequence[Mapping[str, Any]],
+    leases: Mapping[str, Any],
+    probes: Mapping[str, Mapping[str, Any]],
+    tcp: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """Rows (one per service IP, or one per service without IP), problems, and the printable table."""
+    owners = mac_owners(leases.get("heartbeats") or {})
+    tcp = _tcp_results(tcp)
+    rows: list[dict[str, Any]] = []
+    for service in services:
+        if not service.get("ips"):
+            row = _row(service, "-")
+            allocated = _condition(service, "IPAllocated")
+            reason = str((allocated or {}).get("reason") or "")
+            if reason in _NO_IP_REASONS:
+                row["diagnosis"] = f"no IP: {_NO_IP_REASONS[reason]}: {allocated.get('message', '')}"  # type: ignore[union-attr]
+            else:
+                row["diagnosis"] = "no IP at all and no l2lb condition: is an l2lb controller running?"
+            rows.append(row)
+            continue
+        for ip in service["ips"]:
+            row = _row(service, ip)
+            _diagnose_ip(row, service, leases, probes.get(ip), tcp, owners)
+            rows.append(row)
+    problems = [f"{r['service']} {r['ip']}: {r['diagnosis']}" for r in rows if not r["ok"]]
+    return {
+        "rows": rows,
+        "problems": problems,
+        "healthy": not problems and bool(rows),
+        "lines": render_table(rows, leases),
+    }
+
+
+_COLUMNS = (
+    ("SERVICE", "service"),
+    ("IP", "ip"),
+    ("NODE", "node"),
+    ("HEARTBEAT", "heartbeat"),
+    ("MAC ON THE WIRE", "mac"),
+    ("MAC OF", "mac_owner"),
+    ("TCP", "tcp"),
+    ("RESULT", "result"),
+)
+
+
+def render_table(rows: Sequence[Mapping[str, Any]], leases: Mapping[str, Any]) -> list[str]:
+    """The report as lines of text (Ansible's debug prints a list one line each)."""
+    cells = [{**r, "result": "OK" if r["ok"] else "FAIL"} for r in rows]
+    widths = [max([len(title)] + [len(str(c[key] or "-")) for c in cells]) for title, key in _COLUMNS]
+    lines = ["  ".join(title.ljust(w) for (title, _), w in zip(_COLUMNS, widths, strict=True)).rstrip()]
+    for cell in cells:
+        lines.append(
+            "  ".join(str(cell[key] or "-").ljust(w) for (_, key), w in zip(_COLUMNS, widths, strict=True)).rstrip()
+        )
+        if not cell["ok"]:
+            lines.append(f"    -> {cell['diagnosis']}")
+    controller = leases.get("controller") or {}
+    alive = sorted(n for n, lease in (leases.get("heartbeats") or {}).items() if lease.get("alive") is not False)
+    lines.append(
+        f"controller: {controller.get('holder') or 'none'}; nodes with a live heartbeat: {', '.join(alive) or 'none'}"
+    )
+    if not rows:
+        lines.append("no LoadBalancer Services found")
+    return lines

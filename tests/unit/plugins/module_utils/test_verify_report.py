@@ -1,0 +1,132 @@
+"""The verify report names every failure mode; one test per diagnosis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ansible_collections.baremetal.l2lb.plugins.module_utils.verify_report import build_report, tcp_targets
+
+MAC1, MAC2 = "0a:58:c6:12:00:0b", "0a:58:c6:12:00:0c"
+
+
+def _leases(alive2: bool | None = True) -> dict[str, Any]:
+    def hb(mac: str, alive: bool | None) -> dict[str, Any]:
+        return {"alive": alive, "renew_age_seconds": 0.3, "interfaces": [{"name": "host0", "mac": mac}]}
+
+    return {"heartbeats": {"n1": hb(MAC1, True), "n2": hb(MAC2, alive2)}, "controller": {"holder": "n1"}}
+
+
+def _svc(ips: tuple[str, ...] = ("198.18.0.241",), node: str = "n2", conditions: list | None = None) -> dict:
+    return {
+        "namespace": "default",
+        "name": "web",
+        "ips": list(ips),
+        "announcing_node": node,
+        "announcing_interfaces": ["host0"],
+        "ports": [{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}],
+        "conditions": conditions or [],
+    }
+
+
+def _probe(*macs: str, diagnosis: str = "") -> dict[str, Any]:
+    return {"198.18.0.241": {"responders": [{"mac": m, "replies": 3} for m in macs], "diagnosis": diagnosis}}
+
+
+TCP_OK = [{"ip": "198.18.0.241", "port": 80, "ok": True}]
+
+
+def _only_row(report: dict[str, Any]) -> dict[str, Any]:
+    assert len(report["rows"]) == 1
+    return report["rows"][0]
+
+
+def test_healthy_service_row_and_table() -> None:
+    report = build_report([_svc()], _leases(), _probe(MAC2), TCP_OK)
+    assert report["healthy"] and report["problems"] == []
+    row = _only_row(report)
+    assert (row["node"], row["mac"], row["mac_owner"], row["tcp"]) == ("n2", MAC2, "n2/host0", "80:ok")
+    assert report["lines"][0].split()[:3] == ["SERVICE", "IP", "NODE"]
+    assert "default/web" in report["lines"][1] and report["lines"][1].endswith("OK")
+    assert report["lines"][-1].startswith("controller: n1;")
+
+
+def test_wrong_subnet_prober() -> None:
+    text = "this host has no interface in a subnet containing 198.18.0.241 — ARP only works on the same L2 segment"
+    row = _only_row(build_report([_svc()], _leases(), _probe(diagnosis=text), []))
+    assert not row["ok"] and row["diagnosis"] == text
+
+
+def test_no_ip_pool_exhausted_and_no_pool_matches() -> None:
+    for reason, words in (
+        ("PoolExhausted", "pool exhausted"),
+        ("NoPoolMatches", "no pool matches"),
+        ("RequestedIPUnavailable", "requested IP unavailable"),
+        ("SharingRefused", "sharing refused"),
+    ):
+        cond = [{"type": "l2lb.io/IPAllocated", "status": "False", "reason": reason, "message": "details"}]
+        report = build_report([_svc(ips=(), conditions=cond)], _leases(), {}, [])
+        assert report["problems"] == [f"default/web -: no IP: {words}: details"]
+
+
+def test_no_ip_without_condition_points_at_the_controller() -> None:
+    row = _only_row(build_report([_svc(ips=())], _leases(), {}, []))
+    assert "no IP at all" in row["diagnosis"] and "controller" in row["diagnosis"]
+
+
+def test_no_eligible_node_names_the_mismatch() -> None:
+    cond = [
+        {
+            "type": "l2lb.io/Announced",
+            "status": "False",
+            "reason": "NoEligibleNode",
+            "message": "nodes n1, n2 have no up interface matching ^eth",
+        }
+    ]
+    row = _only_row(build_report([_svc(node="", conditions=cond)], _leases(), _probe(), []))
+    assert row["diagnosis"] == "no eligible node: nodes n1, n2 have no up interface matching ^eth"
+
+
+def test_stale_heartbeat() -> None:
+    row = _only_row(build_report([_svc()], _leases(alive2=False), _probe(MAC2), TCP_OK))
+    assert row["diagnosis"].startswith("stale heartbeat: node n2") and row["heartbeat"].startswith("STALE")
+
+
+def test_no_arp_answer() -> None:
+    row = _only_row(build_report([_svc()], _leases(), _probe(), TCP_OK))
+    assert row["diagnosis"] == "no ARP answer: node n2 should announce on host0 but nothing answered"
+
+
+def test_split_brain_names_both_nodes() -> None:
+    row = _only_row(build_report([_svc()], _leases(), _probe(MAC1, MAC2), TCP_OK))
+    assert (
+        row["diagnosis"].startswith("split brain:")
+        and "n1/host0" in row["diagnosis"]
+        and "n2/host0" in row["diagnosis"]
+    )
+
+
+def test_mac_of_another_node() -> None:
+    row = _only_row(build_report([_svc()], _leases(), _probe(MAC1), TCP_OK))
+    assert row["diagnosis"] == f"MAC {MAC1} belongs to node n1, but the assignment says n2"
+
+
+def test_unknown_mac() -> None:
+    row = _only_row(build_report([_svc()], _leases(), _probe("02:00:00:00:00:99"), TCP_OK))
+    assert "belongs to no l2lb node" in row["diagnosis"]
+
+
+def test_arp_fine_tcp_fails_is_a_dataplane_problem() -> None:
+    registered = [{"item": {"ip": "198.18.0.241", "port": 80}, "msg": "Timeout when waiting for 198.18.0.241:80"}]
+    row = _only_row(build_report([_svc()], _leases(), _probe(MAC2), registered))
+    assert row["tcp"] == "80:FAIL"
+    assert row["diagnosis"].startswith("ARP fine (n2 answers) but TCP fails on port 80 (Timeout")
+    assert "dataplane" in row["diagnosis"]
+
+
+def test_tcp_targets_skip_udp() -> None:
+    assert tcp_targets([_svc()]) == [{"service": "default/web", "ip": "198.18.0.241", "port": 80}]
+
+
+def test_no_services_is_not_healthy() -> None:
+    report = build_report([], _leases(), {}, [])
+    assert not report["healthy"] and "no LoadBalancer Services found" in report["lines"]
