@@ -1,0 +1,404 @@
+"""The agent process: heartbeat, controller election + reconcile loop, and speaker, on shared informers.
+
+Lifecycle (:meth:`Agent.run`): start everything; on SIGTERM drain (make-before-break): mark the
+heartbeat draining, withdraw from the election, keep answering ARP until the controller has moved
+every IP of this node away (seen in the Service watch) or ``drain_timeout`` passes — when this agent
+*is* the controller it moves them itself first — then release the controller Lease, delete the
+heartbeat Lease and return 0.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .config import AgentConfig
+from .controller.objects import SERVICE_NAME_LABEL
+from .controller.runtime import Caches, ControllerRuntime
+from .controller.types import InterfaceInfo
+from .election import LeaderElection
+from .heartbeat import CONTROLLER_LEASE, Heartbeat, LeaseObserver, node_lease_name, parse_heartbeat
+from .kube import ENDPOINTSLICES, LEASES, NODES, POLICIES, POOLS, SERVICES, Informer, KubeClient
+from .logs import fields, node_logger
+from .metrics import Metrics, MetricsServer
+from .speaker.runtime import SpeakerRuntime
+
+HANDOVER_LINGER = 1.0  # seconds a drained node keeps answering moved IPs if it never hears the new node
+
+ResponderFactory = Callable[..., Any]
+"""responder_factory(on_conflict=..., on_count=...) -> an object with start/stop/set_assignments/announce."""
+
+
+def _default_responder_factory(config: AgentConfig) -> ResponderFactory:
+    from .speaker.responder import ArpResponder, ResponderConfig
+
+    responder_config = ResponderConfig(
+        garp_burst_rounds=config.speaker.garp_count,
+        garp_burst_interval=config.speaker.garp_interval,
+        refresh_interval=config.speaker.refresh_interval,
+    )
+
+    def build(**callbacks: Any) -> Any:
+        return ArpResponder(responder_config, **callbacks)
+
+    return build
+
+
+class Agent:
+    """One node's agent. Tests may inject ``interfaces`` (what the heartbeat publishes) and a responder."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        interfaces: Callable[[], Sequence[InterfaceInfo]] | None = None,
+        responder_factory: ResponderFactory | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.node = config.node_name
+        self.namespace = config.namespace
+        self.log = node_logger("l2lb.agent", self.node)
+        self.metrics = metrics or Metrics()
+        self.kube = KubeClient(config.kubeconfig, self.metrics)
+        self.observer = LeaseObserver(self_name=node_lease_name(self.node))
+        self.kube.health.add_recovery_listener(self._api_recovered)
+
+        self.services = Informer(self.kube, SERVICES, name="services")
+        self.endpointslices = Informer(
+            self.kube,
+            ENDPOINTSLICES,
+            label_selector=SERVICE_NAME_LABEL,
+            keep=lambda s: SERVICE_NAME_LABEL in ((s.get("metadata") or {}).get("labels") or {}),
+            name="endpointslices",
+        )
+        self.nodes = Informer(self.kube, NODES, name="nodes")
+        self.leases = Informer(self.kube, LEASES, namespace=self.namespace, name="leases")
+        self.pools = Informer(self.kube, POOLS, name="pools")
+        self.policies = Informer(self.kube, POLICIES, name="policies")
+        self.caches = Caches(self.services, self.endpointslices, self.nodes, self.leases, self.pools, self.policies)
+
+        self._netwatch: Any = None
+        self._interface_patterns = [re.compile(p) for p in config.speaker.interfaces]
+        if interfaces is not None:
+            self._interfaces: Callable[[], Sequence[InterfaceInfo]] = interfaces
+        elif config.speaker.enabled:
+            self._interfaces = self._netinfo_interfaces
+        else:
+            self._interfaces = lambda: ()  # no speaker: never offer this node for announcements
+
+        self.heartbeat = Heartbeat(
+            self.kube,
+            self.namespace,
+            self.node,
+            config.heartbeat,
+            self._interfaces,
+            logger=node_logger("l2lb.heartbeat", self.node),
+        )
+        self.controller = ControllerRuntime(
+            self.kube,
+            self.caches,
+            self.observer,
+            self.node,
+            self._is_leader,
+            logger=node_logger("l2lb.controller", self.node),
+        )
+        self.election: LeaderElection | None = None
+        if config.controller.enabled:
+            self.election = LeaderElection(
+                self.kube,
+                self.namespace,
+                self.node,
+                config.controller,
+                self.observer,
+                lambda: self.leases.get(f"{self.namespace}/{CONTROLLER_LEASE}"),
+                ready=lambda: self.leases.synced,
+                on_started=self.controller.activate,
+                on_stopped=self.controller.deactivate,
+                logger=node_logger("l2lb.election", self.node),
+            )
+        self.responder: Any = None
+        self._responder_factory: ResponderFactory | None = None
+        if config.speaker.enabled or responder_factory is not None:
+            self._responder_factory = responder_factory or _default_responder_factory(config)
+        self.speaker = SpeakerRuntime(
+            self.node, self.services, self.kube, None, logger=node_logger("l2lb.speaker", self.node)
+        )
+
+        self.services.add_handler(self.controller.notify)
+        self.services.add_handler(self.speaker.notify)
+        for informer in (self.endpointslices, self.pools, self.policies):
+            informer.add_handler(self.controller.notify)
+        self.nodes.add_handler(self._node_event)
+        self.leases.add_handler(self._lease_event)
+
+        self.metrics.api_reachable.set_function(lambda: 1.0 if self.kube.health.reachable else 0.0)
+        self.metrics.fail_static.set_function(lambda: 1.0 if self.fail_static else 0.0)
+        self.metrics_server: MetricsServer | None = None
+        self._watchdog_stop = threading.Event()
+        self._watchdog_thread: threading.Thread | None = None
+        self._stop_requested = threading.Event()
+        self._fast_stop = threading.Event()
+        self._started = False
+        self._stopped = False
+        self._draining = False
+        self._own_node_seen = False
+
+    # ---- wiring ----
+
+    def _is_leader(self) -> bool:
+        return self.election is not None and self.election.is_leader
+
+    def _api_recovered(self, outage_start: float) -> None:
+        # Our blindness is not their death: every node gets a fresh grace period.
+        self.observer.grace()
+        self.controller.notify()
+        # A watch that saw nothing since before the outage may hang on a connection the server has
+        # forgotten (a partition rather than a restart): start it over from a fresh list.
+        for informer in self.caches.all():
+            stale = informer.last_event_at is None or informer.last_event_at < outage_start
+            if stale and not informer.listing:
+                informer.restart_watch()
+
+    def _watchdog(self) -> None:
+        """Catch a stalled Lease watch: our heartbeat writes succeed but we never see them come back."""
+        timing = self.config.heartbeat
+        last_restart = 0.0
+        while not self._watchdog_stop.wait(timing.renew_interval):
+            now = time.monotonic()
+            if (
+                self.heartbeat.fresh()
+                and self.leases.synced
+                and self.observer.blind()
+                and now - last_restart > timing.lease_duration
+            ):
+                self.log.warning("lease watch looks stalled: restarting it")
+                self.leases.restart_watch()
+                last_restart = now
+
+    def _lease_event(self, kind: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
+        if kind == "SYNCED":
+            self.controller.notify()
+            return
+        lease = new if new is not None else old
+        if lease is None:
+            return
+        name = str((lease.get("metadata") or {}).get("name") or "")
+        if name == CONTROLLER_LEASE:
+            self.observer.observe(name, new)
+            if self.election is not None:
+                self.election.notify()
+            return
+        was_alive = self.observer.alive(name)
+        was_blind = self.observer.blind()
+        self.observer.observe(name, new)
+        if self.controller.settling:
+            self.controller.notify()  # a lease seen changing may be the last one it waits for
+        if name == self.heartbeat.lease_name:
+            if kind == "DELETED" and not self._draining:
+                self.speaker.set_node_gone("heartbeat", "heartbeat lease deleted")
+            elif kind != "DELETED":
+                self.speaker.set_node_gone("heartbeat", None)
+        before = parse_heartbeat(old) if old is not None else None
+        after = parse_heartbeat(new) if new is not None else None
+        if (
+            was_alive != self.observer.alive(name)
+            or was_blind != self.observer.blind()
+            or (before is None) != (after is None)
+            or (
+                before is not None
+                and after is not None
+                and (before.draining, before.interfaces) != (after.draining, after.interfaces)
+            )
+        ):
+            self.controller.notify()
+
+    def _node_event(self, kind: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
+        self.controller.notify()
+        obj = new if new is not None else old
+        if obj is None or (obj.get("metadata") or {}).get("name") != self.node:
+            return
+        if kind == "DELETED":
+            if self._own_node_seen:
+                self.speaker.set_node_gone("node", "Node object deleted")
+        else:
+            self._own_node_seen = True
+            self.speaker.set_node_gone("node", None)
+
+    def _netinfo_interfaces(self) -> list[InterfaceInfo]:
+        if self._netwatch is None:
+            return []
+        result = []
+        for iface in self._netwatch.snapshot():
+            if not iface.arp or not iface.mac:
+                continue
+            if self._interface_patterns and not any(p.search(iface.name) for p in self._interface_patterns):
+                continue
+            result.append(InterfaceInfo(iface.name, iface.mac, iface.can_announce, tuple(iface.subnets)))
+        return result
+
+    def _interface_changed(self, change: Any) -> None:
+        self.heartbeat.renew_now()
+
+    # ---- lifecycle ----
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        return self.metrics_server.address if self.metrics_server is not None else None
+
+    def start(self) -> None:
+        """Start every loop; returns at once (readiness: :meth:`health`)."""
+        address = self.config.metrics_host_port
+        if address is not None:
+            self.metrics_server = MetricsServer(self.metrics, self.health, *address)
+            self.metrics_server.start()
+        self.log.info("starting", extra=fields(namespace=self.namespace, version=_version()))
+        if self._interfaces == self._netinfo_interfaces:
+            from .netinfo import InterfaceWatcher
+
+            self._netwatch = InterfaceWatcher(self._interface_changed)
+            self._netwatch.start()
+        if self._responder_factory is not None:
+            self.responder = self._responder_factory(
+                on_conflict=self.speaker.on_conflict, on_count=self.speaker.on_count
+            )
+            self.responder.start()
+            self.speaker.responder = self.responder
+        for informer in self.caches.all():
+            informer.start()
+        self.heartbeat.start()
+        self.controller.start()
+        self.speaker.start()
+        if self.election is not None:
+            self.election.start()
+        self._watchdog_thread = threading.Thread(target=self._watchdog, name=f"l2lb-watchdog-{self.node}", daemon=True)
+        self._watchdog_thread.start()
+        self._started = True
+
+    def request_stop(self, graceful: bool = True) -> None:
+        """Ask :meth:`run` to shut down (signal handlers call this); a second request skips the drain."""
+        if self._stop_requested.is_set() or not graceful:
+            self._fast_stop.set()
+        self._stop_requested.set()
+
+    def run(self) -> int:
+        """Start, serve until asked to stop, shut down gracefully; the process exit code."""
+        self.start()
+        while not self._stop_requested.wait(1.0):
+            pass
+        self.shutdown(graceful=not self._fast_stop.is_set())
+        return 0
+
+    def shutdown(self, graceful: bool = True) -> None:
+        """Drain (graceful) and stop everything; safe to call once."""
+        if self._stopped:
+            return
+        if graceful:
+            self.drain()
+        self._stop_loops(release=graceful)
+        if graceful:
+            self.heartbeat.delete()  # after the heartbeat loop stopped: nothing can re-create it
+        self.kube.close()
+        self._stopped = True
+        self.log.info("stopped", extra=fields(graceful=graceful))
+
+    def drain(self) -> bool:
+        """Make-before-break handover; True when every IP moved before the timeout."""
+        self._draining = True
+        self.metrics.draining.set(1)
+        if self.election is not None:
+            self.election.withdraw_candidacy()
+        self.speaker.hold()
+        self.heartbeat.set_draining()
+        count = len(self.speaker.assigned())
+        self.log.info("draining: waiting for the controller to move this node's IPs", extra=fields(ips=count))
+        timeout = self.config.drain_timeout
+        deadline = time.monotonic() + timeout
+        moved = self.speaker.wait_for(lambda: not self.speaker.assigned() or self._fast_stop.is_set(), timeout)
+        if moved and not self._fast_stop.is_set():
+            self.log.info("drained: no Service names this node any more")
+            # Make before break: answer until the new nodes are heard (their gratuitous ARP) or a short linger.
+            linger = min(HANDOVER_LINGER, max(0.0, deadline - time.monotonic()))
+            self.speaker.wait_for(lambda: not self.speaker.held() or self._fast_stop.is_set(), linger)
+        else:
+            left = sorted(self.speaker.assigned())
+            self.log.warning("drain timed out; stopping anyway", extra=fields(left=",".join(left), timeout=timeout))
+        self.speaker.release_held()
+        return moved
+
+    def crash(self) -> None:
+        """Stop every loop without any goodbye (tests: what SIGKILL leaves behind)."""
+        if self._stopped:
+            return
+        self._stop_loops(release=False)
+        self.kube.close()
+        self._stopped = True
+
+    def _stop_loops(self, release: bool) -> None:
+        self._watchdog_stop.set()
+        if self.responder is not None:
+            self.responder.stop()
+        self.speaker.stop()
+        if release:
+            self.controller.wait_idle()  # let a round in progress finish its writes before we let go
+        self.controller.stop()
+        if self.election is not None:
+            self.election.stop(release=release)
+        self.heartbeat.stop()
+        for informer in self.caches.all():
+            informer.stop(timeout=1.0)
+        if self._netwatch is not None:
+            self._netwatch.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+
+    # ---- health ----
+
+    @property
+    def fail_static(self) -> bool:
+        """The API is out of reach after we knew our assignments: we keep announcing them as they were."""
+        return self.caches.synced() and not self.kube.health.reachable
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, one line saying why): what /healthz serves."""
+        if not self._started:
+            return False, "starting"
+        if self._stopped:
+            return False, "stopped"
+        loops = {
+            "heartbeat": self.heartbeat.running,
+            "controller": self.controller.running,
+            "speaker": self.speaker.running,
+        }
+        if self.election is not None:
+            loops["election"] = self.election._thread is not None and self.election._thread.is_alive()
+        dead = [name for name, alive in loops.items() if not alive]
+        if dead:
+            return False, f"loop stopped: {', '.join(dead)}"
+        synced = self.caches.synced()
+        announcing = len(self.speaker.announced())
+        role = "controller" if self._is_leader() else "follower"
+        if self._draining:
+            return True, f"draining: {len(self.speaker.assigned())} IPs still assigned here"
+        if self.heartbeat.fresh() and synced:
+            age = time.monotonic() - (self.heartbeat.last_success or 0.0)
+            return True, f"ok: {role}, heartbeat renewed {age:.1f}s ago, announcing {announcing} IPs"
+        if self.fail_static:
+            return True, (
+                f"fail-static: API unreachable for {self.kube.health.down_for():.1f}s, "
+                f"announcing the last assigned {announcing} IPs"
+            )
+        if not synced:
+            waiting = ", ".join(i.name for i in self.caches.all() if not i.synced)
+            return False, f"starting: waiting for the first list of {waiting}"
+        error = self.heartbeat.last_error or "no successful renewal yet"
+        return False, f"heartbeat not renewed within {self.config.heartbeat.lease_duration}s: {error}"
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

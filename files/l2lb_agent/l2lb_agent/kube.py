@@ -1,0 +1,695 @@
+"""All Kubernetes API access of the agent: one client, typed calls, informers (list + watch), metrics.
+
+Nothing else in the agent builds requests. Reads return plain dicts (the JSON the API sent, camelCase),
+so the rest of the agent works on what ``kubectl get -o json`` shows. Every request is counted in
+``l2lb_api_requests_total{verb,resource,code}``; failures in ``l2lb_api_errors_total``.
+
+Client-side rate limits: the Python client has none (unlike client-go's QPS 5 / burst 10), and the
+agent's request rate is O(nodes), not O(services): steady state is one Lease write per renew interval
+per node plus the controller's, and watches for everything else. So there is nothing to tune; if the
+API server throttles (429 from API Priority and Fairness) it shows in ``l2lb_api_throttled_total``
+and callers back off for the server's Retry-After.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.kube_config import load_kube_config
+
+from . import __version__
+from .logs import fields
+from .metrics import Metrics
+from .model.render import GROUP, POLICY_KIND, POLICY_PLURAL, POOL_KIND, POOL_PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+MERGE_PATCH = "application/merge-patch+json"
+DEFAULT_TIMEOUT = (2.0, 5.0)  # (connect, read) seconds for ordinary requests
+# Enough connections for every watch plus concurrent writes; urllib3 otherwise discards and re-dials.
+POOL_MAXSIZE = 32
+
+
+@dataclass(frozen=True)
+class Resource:
+    """An API resource the agent reads or writes."""
+
+    plural: str
+    kind: str
+    group: str = ""
+    version: str = "v1"
+    namespaced: bool = True
+
+    def key(self, obj: Mapping[str, Any]) -> str:
+        """``namespace/name`` for namespaced objects, ``name`` otherwise."""
+        meta = obj.get("metadata") or {}
+        name = str(meta.get("name", ""))
+        return f"{meta.get('namespace', '')}/{name}" if self.namespaced else name
+
+
+SERVICES = Resource("services", "Service")
+ENDPOINTSLICES = Resource("endpointslices", "EndpointSlice", "discovery.k8s.io")
+NODES = Resource("nodes", "Node", namespaced=False)
+LEASES = Resource("leases", "Lease", "coordination.k8s.io")
+EVENTS = Resource("events", "Event")
+POOLS = Resource(POOL_PLURAL, POOL_KIND, GROUP, VERSION, namespaced=False)
+POLICIES = Resource(POLICY_PLURAL, POLICY_KIND, GROUP, VERSION, namespaced=False)
+
+
+class ApiError(Exception):
+    """A request that did not succeed. ``status`` 0 means no HTTP answer (connection error, timeout)."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, verb: str, resource: str, retry_after: float | None = None
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.verb = verb
+        self.resource = resource
+        self.retry_after = retry_after
+        super().__init__(f"{verb} {resource}: {status or 'no answer'} {reason}: {message}".rstrip(": "))
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def gone(self) -> bool:
+        return self.status == 410
+
+    @property
+    def unavailable(self) -> bool:
+        """The API did not serve us (no answer, throttled, server error): not a verdict on the request."""
+        return self.status == 0 or self.status == 429 or self.status >= 500
+
+
+class ApiHealth:
+    """Whether the API answers, seen from this agent; listeners hear when it comes back after an outage."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.reachable = False
+        self.last_success: float | None = None
+        self.down_since: float | None = clock()
+        self._listeners: list[Callable[[float], None]] = []
+
+    def add_recovery_listener(self, listener: Callable[[float], None]) -> None:
+        """``listener(outage_start)`` runs (on the requesting thread) when the API answers again."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            recovered = not self.reachable
+            since = self.down_since if self.down_since is not None else self._clock()
+            self.reachable = True
+            self.last_success = self._clock()
+            self.down_since = None
+            listeners = list(self._listeners) if recovered else []
+        for listener in listeners:
+            try:
+                listener(since)
+            except Exception:
+                log.exception("API recovery listener failed")
+
+    def failed(self) -> None:
+        with self._lock:
+            if self.reachable:
+                self.down_since = self._clock()
+            self.reachable = False
+
+    def down_for(self) -> float:
+        with self._lock:
+            return 0.0 if self.down_since is None else self._clock() - self.down_since
+
+
+def _status_message(exc: ApiException) -> tuple[str, str]:
+    reason = str(exc.reason or "")
+    message = ""
+    with contextlib.suppress(Exception):
+        body = json.loads(exc.body or "")
+        if isinstance(body, Mapping):
+            reason = str(body.get("reason") or reason)
+            message = str(body.get("message") or "")
+    return reason, message
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers = getattr(exc, "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class KubeClient:
+    """The one API client of an agent (its own connection pool, health and metrics)."""
+
+    def __init__(self, kubeconfig: str, metrics: Metrics | None = None, *, user_agent: str = "") -> None:
+        configuration = type.__call__(client.Configuration)  # a fresh one, not the process-wide default
+        load_kube_config(config_file=kubeconfig, client_configuration=configuration, persist_config=False)
+        configuration.connection_pool_maxsize = POOL_MAXSIZE
+        # No retries inside the client: every caller already retries on its own schedule (the heartbeat
+        # next tick, informers with backoff), and the split-brain fence must fail within its timeout.
+        # urllib3 still replaces pooled connections the server closed before reusing them.
+        configuration.retries = urllib3.Retry(total=0, redirect=0)
+        self.api = client.ApiClient(configuration)
+        self.api.user_agent = user_agent or f"l2lb-agent/{__version__}"
+        self.core = client.CoreV1Api(self.api)
+        self.discovery = client.DiscoveryV1Api(self.api)
+        self.coordination = client.CoordinationV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.metrics = metrics or Metrics()
+        self.health = ApiHealth()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.api.close()
+
+    # ---- request plumbing ----
+
+    def record(self, verb: str, resource: Resource, code: int | str) -> None:
+        self.metrics.api_requests.labels(verb, resource.plural, str(code)).inc()
+
+    def error(self, verb: str, resource: Resource, exc: BaseException) -> ApiError:
+        """Turn any failure into an ApiError, counting it and updating the API health."""
+        if isinstance(exc, ApiError):
+            return exc
+        if isinstance(exc, ApiException) and exc.status:
+            status = int(exc.status)
+            reason, message = _status_message(exc)
+            self.record(verb, resource, status)
+            err = ApiError(status, reason, message, verb=verb, resource=resource.plural, retry_after=_retry_after(exc))
+        else:
+            kind = "timeout" if "timeout" in type(exc).__name__.lower() or "timed out" in str(exc) else "connection"
+            self.record(verb, resource, "error")
+            err = ApiError(0, kind, _short(exc), verb=verb, resource=resource.plural)
+        if err.status == 429:
+            self.metrics.api_throttled.inc()
+        if err.unavailable:
+            reason = {0: err.reason, 429: "throttled"}.get(err.status, "server")
+            self.metrics.api_errors.labels(resource.plural, reason).inc()
+            self.health.failed()
+        else:
+            if err.status >= 400 and not (err.conflict or err.not_found or err.gone):
+                self.metrics.api_errors.labels(resource.plural, "client").inc()
+            self.health.succeeded()  # the server answered: the API is reachable
+        return err
+
+    def call(
+        self,
+        verb: str,
+        resource: Resource,
+        method: Callable[..., Any],
+        *args: Any,
+        timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Run one typed client method, returning the response body as a dict."""
+        try:
+            response = method(*args, _preload_content=False, _request_timeout=timeout, **kwargs)
+            try:
+                data = response.data
+                status = int(getattr(response, "status", 200))
+            finally:
+                with contextlib.suppress(Exception):
+                    response.release_conn()
+        except Exception as exc:
+            raise self.error(verb, resource, exc) from None
+        self.record(verb, resource, status)
+        self.health.succeeded()
+        if not data:
+            return {}
+        try:
+            body = json.loads(data)
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    # ---- list / watch (used by Informer) ----
+
+    def list_method(self, resource: Resource, namespace: str | None) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The typed list method (which also watches, with watch=True) and its positional arguments."""
+        if resource == SERVICES:
+            if namespace:
+                return self.core.list_namespaced_service, (namespace,)
+            return self.core.list_service_for_all_namespaces, ()
+        if resource == ENDPOINTSLICES:
+            if namespace:
+                return self.discovery.list_namespaced_endpoint_slice, (namespace,)
+            return self.discovery.list_endpoint_slice_for_all_namespaces, ()
+        if resource == NODES:
+            return self.core.list_node, ()
+        if resource == LEASES:
+            if namespace:
+                return self.coordination.list_namespaced_lease, (namespace,)
+            return self.coordination.list_lease_for_all_namespaces, ()
+        if resource in (POOLS, POLICIES):
+            return self.custom.list_cluster_custom_object, (resource.group, resource.version, resource.plural)
+        raise ValueError(f"no list method for {resource.plural}")
+
+    def list(
+        self, resource: Resource, namespace: str | None = None, label_selector: str | None = None
+    ) -> dict[str, Any]:
+        method, args = self.list_method(resource, namespace)
+        extra = {"label_selector": label_selector} if label_selector else {}
+        return self.call("list", resource, method, *args, timeout=(2.0, 15.0), **extra)
+
+    # ---- leases ----
+
+    def get_lease(
+        self, namespace: str, name: str, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        return self.call("get", LEASES, self.coordination.read_namespaced_lease, name, namespace, timeout=timeout)
+
+    def create_lease(
+        self, namespace: str, body: Mapping[str, Any], timeout: float | tuple[float, float] = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        return self.call(
+            "create", LEASES, self.coordination.create_namespaced_lease, namespace, dict(body), timeout=timeout
+        )
+
+    def replace_lease(
+        self, namespace: str, name: str, body: Mapping[str, Any], timeout: float | tuple[float, float] = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """Optimistic concurrency: ``body.metadata.resourceVersion`` must be current, else 409."""
+        return self.call(
+            "update", LEASES, self.coordination.replace_namespaced_lease, name, namespace, dict(body), timeout=timeout
+        )
+
+    def delete_lease(self, namespace: str, name: str, resource_version: str | None = None) -> None:
+        options: dict[str, Any] = {}
+        if resource_version:
+            options = {"preconditions": {"resourceVersion": resource_version}}
+        self.call("delete", LEASES, self.coordination.delete_namespaced_lease, name, namespace, body=options or None)
+
+    # ---- services, events, pools ----
+
+    def get_service(
+        self, namespace: str, name: str, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        return self.call("get", SERVICES, self.core.read_namespaced_service, name, namespace, timeout=timeout)
+
+    def patch_service(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the Service object (metadata: our annotations)."""
+        return self.call(
+            "patch",
+            SERVICES,
+            self.core.patch_namespaced_service,
+            name,
+            namespace,
+            dict(patch),
+            _content_type=MERGE_PATCH,
+        )
+
+    def patch_service_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource (loadBalancer.ingress and conditions)."""
+        return self.call(
+            "patch",
+            SERVICES,
+            self.core.patch_namespaced_service_status,
+            name,
+            namespace,
+            dict(patch),
+            _content_type=MERGE_PATCH,
+        )
+
+    def create_event(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        return self.call("create", EVENTS, self.core.create_namespaced_event, namespace, dict(body))
+
+    def patch_pool_status(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.call(
+            "patch",
+            POOLS,
+            self.custom.patch_cluster_custom_object_status,
+            POOLS.group,
+            POOLS.version,
+            POOLS.plural,
+            name,
+            dict(patch),
+            _content_type=MERGE_PATCH,
+        )
+
+
+_OBJECT_ADDRESS_RE = re.compile(r" at 0x[0-9a-f]+")
+
+
+def _short(exc: BaseException) -> str:
+    """A stable one-line reason (equal errors give equal text, so logs can say it once)."""
+    text = str(exc) or type(exc).__name__
+    # urllib3 wraps the cause in long reprs with object addresses; the last part says what happened.
+    return _OBJECT_ADDRESS_RE.sub("", text.rsplit("Caused by ", 1)[-1])[:200]
+
+
+def _untyped(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The list method without its return annotation, so ``watch.Watch`` hands us plain dicts.
+
+    With no return type to deserialize into, the client skips building model objects for every event
+    and still handles ERROR events (410 Gone) itself; ``deserialize=False`` would break that path.
+    """
+
+    def list_or_watch(*args: Any, **kwargs: Any) -> Any:
+        return method(*args, **kwargs)
+
+    return list_or_watch
+
+
+def resource_version(obj: Mapping[str, Any] | None) -> str:
+    if not obj:
+        return ""
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _older(candidate: str, current: str) -> bool:
+    """Whether ``candidate`` is an older resourceVersion than ``current``.
+
+    resourceVersions are opaque, but every real server (etcd revisions) and the stand-in use integers;
+    when they are not integers we cannot tell and never call anything older.
+    """
+    try:
+        return int(candidate) < int(current)
+    except ValueError:
+        return False
+
+
+EventHandler = Callable[[str, "dict[str, Any] | None", "dict[str, Any] | None"], None]
+"""handler(event_type, old, new): ADDED (old None), MODIFIED, DELETED (new None). Runs on the informer
+thread: keep it short (set a flag, wake a loop)."""
+
+
+class Backoff:
+    """Exponential backoff with jitter, for reconnecting watches."""
+
+    def __init__(self, initial: float = 0.1, maximum: float = 2.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._next = initial
+
+    def reset(self) -> None:
+        self._next = self.initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self.maximum, self._next * 2)
+        return delay * random.uniform(0.8, 1.2)
+
+
+class Informer:
+    """A thread-safe cache of one resource kept current by LIST, then WATCH from the list's resourceVersion.
+
+    On 410 Gone (the resourceVersion is too old) it re-lists; on errors it backs off and re-lists
+    (the server may have restarted with another history); a watch the server ends on its timeout is
+    resumed from the last resourceVersion. Handlers hear every change, including the differences a
+    re-list reveals. During an API outage the cache keeps its last contents (fail-static).
+    """
+
+    def __init__(
+        self,
+        kube: KubeClient,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        keep: Callable[[Mapping[str, Any]], bool] | None = None,
+        watch_timeout: tuple[int, int] = (240, 360),
+        name: str = "",
+    ) -> None:
+        self.kube = kube
+        self.resource = resource
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self._keep = keep
+        self._watch_timeout = watch_timeout
+        self.name = name or resource.plural
+        self._lock = threading.Lock()
+        self._items: dict[str, dict[str, Any]] = {}
+        self._rv = ""
+        self._handlers: list[EventHandler] = []
+        self._synced = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watch: watch.Watch | None = None
+        self._restart = False
+        self.listing = False  # a LIST is in flight: the cache is about to be fresh anyway
+        self.last_event_at: float | None = None
+
+    # ---- public API ----
+
+    def add_handler(self, handler: EventHandler) -> None:
+        self._handlers.append(handler)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name=f"l2lb-informer-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stopping.set()
+        self._interrupt()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        return self._synced.wait(timeout)
+
+    def items(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._items.values())
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return dict(self._items)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._items.get(key)
+
+    def restart_watch(self) -> None:
+        """Drop the current watch stream (e.g. it looks stalled) and re-list."""
+        self._restart = True
+        self._interrupt()
+
+    def store_written(self, obj: Mapping[str, Any]) -> None:
+        """Fold the response of our own write into the cache, so we never act on our stale copy.
+
+        The watch event for the same write arrives later with the same resourceVersion and is then a
+        no-op; handlers hear about the change now.
+        """
+        if not obj or not (obj.get("metadata") or {}).get("name"):
+            return
+        new = dict(obj)
+        key = self.resource.key(new)
+        with self._lock:
+            old = self._items.get(key)
+            if old is not None and _older(resource_version(new), resource_version(old)):
+                return
+            if old is not None and resource_version(old) == resource_version(new):
+                return
+            self._items[key] = new
+        self._fire("MODIFIED" if old is not None else "ADDED", old, new)
+
+    # ---- the informer thread ----
+
+    def _interrupt(self) -> None:
+        current = self._watch
+        if current is not None:
+            with contextlib.suppress(Exception):
+                current.stop()
+
+    def _run(self) -> None:
+        backoff = Backoff()
+        need_list = True
+        failing = False  # log the first failure of an outage as a warning, the rest at debug
+        while not self._stopping.is_set():
+            try:
+                if need_list:
+                    self._relist()
+                    need_list = False
+                    if failing:
+                        log.info("watch resumed", extra=fields(resource=self.name))
+                        failing = False
+                started = time.monotonic()
+                events = self._watch_once()
+                if events or time.monotonic() - started > 1.0:
+                    backoff.reset()
+                if self._restart:
+                    self._restart = False
+                    need_list = True
+                    self.kube.metrics.watch_restarts.labels(self.resource.plural, "restart").inc()
+                elif not events and time.monotonic() - started < 1.0 and not self._stopping.is_set():
+                    # A stream that ends at once, again and again, must not spin.
+                    self._stopping.wait(backoff.next())
+            except ApiError as exc:
+                if self._stopping.is_set():
+                    break
+                need_list = True
+                if exc.gone:
+                    self.kube.metrics.watch_restarts.labels(self.resource.plural, "gone").inc()
+                    continue
+                self.kube.metrics.watch_restarts.labels(self.resource.plural, "error").inc()
+                delay = max(backoff.next(), exc.retry_after or 0.0)
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "watch failed; retrying",
+                    extra=fields(
+                        resource=self.name, status=exc.status, error=exc.message or exc.reason, delay=round(delay, 2)
+                    ),
+                )
+                failing = True
+                self._stopping.wait(delay)
+            except Exception as exc:
+                if self._stopping.is_set():
+                    break
+                need_list = True
+                self.kube.error("watch", self.resource, exc)
+                self.kube.metrics.watch_restarts.labels(self.resource.plural, "error").inc()
+                delay = backoff.next()
+                log.log(
+                    logging.DEBUG if failing else logging.WARNING,
+                    "watch stream broke; re-listing",
+                    extra=fields(resource=self.name, error=_short(exc), delay=round(delay, 2)),
+                )
+                failing = True
+                self._stopping.wait(delay)
+
+    def _relist(self) -> None:
+        self.listing = True
+        try:
+            body = self.kube.list(self.resource, self.namespace, self.label_selector)
+        finally:
+            self.listing = False
+        fresh: dict[str, dict[str, Any]] = {}
+        for item in body.get("items") or []:
+            if isinstance(item, dict) and self._wanted(item):
+                fresh[self.resource.key(item)] = item
+        with self._lock:
+            old = self._items
+            self._items = fresh
+            self._rv = resource_version(body)
+        self.last_event_at = time.monotonic()
+        for key in old.keys() - fresh.keys():
+            self._fire("DELETED", old[key], None)
+        for key, obj in fresh.items():
+            before = old.get(key)
+            if before is None:
+                self._fire("ADDED", None, obj)
+            elif resource_version(before) != resource_version(obj):
+                self._fire("MODIFIED", before, obj)
+        first = not self._synced.is_set()
+        self._synced.set()
+        if first:
+            self._fire("SYNCED", None, None)
+
+    def _watch_once(self) -> int:
+        """Follow one watch stream until the server ends it, it breaks, or we stop; returns the events seen."""
+        method, args = self.kube.list_method(self.resource, self.namespace)
+        low, high = self._watch_timeout
+        server_timeout = random.randint(low, high)
+        kwargs: dict[str, Any] = {
+            "resource_version": self._rv,
+            "timeout_seconds": server_timeout,
+            "allow_watch_bookmarks": True,
+            "_request_timeout": (2.0, server_timeout + 15.0),
+        }
+        if self.label_selector:
+            kwargs["label_selector"] = self.label_selector
+        stream = watch.Watch()
+        self._watch = stream
+        if self._stopping.is_set() or self._restart:
+            return 0
+        count = 0
+        try:
+            events: Iterator[Any] = stream.stream(_untyped(method), *args, **kwargs)
+            first = True
+            for event in events:
+                if first:
+                    first = False
+                    self.kube.record("watch", self.resource, 200)
+                    self.kube.health.succeeded()
+                if self._stopping.is_set():
+                    break
+                if isinstance(event, dict):
+                    count += 1
+                    self._apply(event)
+        except ApiException as exc:
+            if self._stopping.is_set() or self._restart:
+                return count
+            raise self.kube.error("watch", self.resource, exc) from None
+        except Exception:
+            if self._stopping.is_set() or self._restart:
+                return count
+            raise
+        finally:
+            self._watch = None
+        return count
+
+    def _apply(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object")
+        if not isinstance(obj, dict):
+            return
+        self.last_event_at = time.monotonic()
+        rv = resource_version(obj)
+        if kind == "BOOKMARK":
+            if rv:
+                self._rv = rv
+            return
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        key = self.resource.key(obj)
+        with self._lock:
+            if rv:
+                self._rv = rv
+            old = self._items.get(key)
+            if kind == "DELETED":
+                if old is None:
+                    return
+                del self._items[key]
+            else:
+                if not self._wanted(obj):
+                    if old is None:
+                        return
+                    del self._items[key]
+                    kind = "DELETED"
+                elif old is not None and (resource_version(old) == rv or _older(rv, resource_version(old))):
+                    return  # our own write, already folded in by store_written
+                else:
+                    self._items[key] = obj
+        if kind == "DELETED":
+            self._fire("DELETED", old, None)
+        else:
+            self._fire("MODIFIED" if old is not None else "ADDED", old, obj)
+
+    def _wanted(self, obj: Mapping[str, Any]) -> bool:
+        return self._keep is None or self._keep(obj)
+
+    def _fire(self, kind: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        for handler in self._handlers:
+            try:
+                handler(kind, old, new)
+            except Exception:
+                log.exception("informer handler failed", extra=fields(resource=self.name))

@@ -1,0 +1,340 @@
+"""The speaker's glue: Services whose announcing-node is this node -> the ARP responder's assignments.
+
+* Follows the Service informer: every IP whose ``l2lb.io/announcing-node`` names this node is answered
+  on the interfaces from ``l2lb.io/announcing-interfaces`` (see :mod:`..controller.announcements`).
+* Fail-static: during an API outage the informer keeps its last contents, so the speaker keeps
+  announcing what it was assigned; nothing is withdrawn because the API server restarts.
+* Told its node is gone (its heartbeat Lease deleted by someone else, or its Node object deleted),
+  it stops answering everything until the node is back.
+* Make-before-break on shutdown (:meth:`SpeakerRuntime.hold`): while draining, IPs the controller
+  moves away keep being answered until their new node's gratuitous ARP is seen (``on_conflict`` from
+  a MAC the API confirms) or the hand-over ends, so there is never a moment with nobody answering.
+* Split-brain fence: when another MAC claims an IP we announce (``on_conflict``), re-read the
+  Service from the API with a short timeout. Reachable: keep (and re-announce) or withdraw, as the
+  annotation says. Unreachable: withdraw that IP — we cannot prove it is ours and someone else
+  claims it — and ask the API again every second until it answers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from ..controller.announcements import parse_announcements
+from ..controller.objects import ingress_ips, service_key
+from ..kube import ApiError, Informer, KubeClient
+from ..logs import fields
+from ..metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+FENCE_TIMEOUT = 0.5  # seconds to wait for the API before withdrawing a contested IP
+FENCE_RETRY = 1.0
+
+
+class Responder(Protocol):
+    """What the speaker needs from the ARP wire (``speaker.responder.ArpResponder``)."""
+
+    def set_assignments(self, assignments: Mapping[str, list[str]]) -> None: ...
+
+    def announce(self, ip: str | None = None) -> None: ...
+
+
+def assignments_for(node: str, services: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, list[str]]]:
+    """ip -> {"interfaces": [...], "services": [...]} for every IP the annotations give to ``node``."""
+    result: dict[str, dict[str, list[str]]] = {}
+    for service in services.values():
+        annotations = (service.get("metadata") or {}).get("annotations") or {}
+        for ip, announcement in parse_announcements(annotations, ingress_ips(service)).items():
+            if announcement.node != node:
+                continue
+            entry = result.setdefault(ip, {"interfaces": [], "services": []})
+            for name in announcement.interfaces:
+                if name not in entry["interfaces"]:
+                    entry["interfaces"].append(name)
+            entry["services"].append(service_key(service))
+    return result
+
+
+class SpeakerRuntime:
+    """Drives a responder from the Service informer; see the module docstring.
+
+    Without a responder (speaker disabled) it still computes what this node is assigned, which the
+    graceful shutdown waits on.
+    """
+
+    def __init__(
+        self,
+        node: str,
+        services: Informer,
+        kube: KubeClient,
+        responder: Responder | None = None,
+        *,
+        metrics: Metrics | None = None,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        fence_timeout: float = FENCE_TIMEOUT,
+    ) -> None:
+        self.node = node
+        self.services = services
+        self.kube = kube
+        self.responder = responder
+        self._metrics = metrics or kube.metrics
+        self._log = logger or log
+        self._fence_timeout = fence_timeout
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._conflicts: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._fenced: dict[str, float] = {}  # ip -> monotonic time of the next API check
+        self._gone: dict[str, str] = {}  # why this node counts as gone (heartbeat, node) -> reason
+        self._applied: dict[str, list[str]] = {}
+        self._held: dict[str, list[str]] | None = None  # draining: ip -> interfaces still answered
+        self._assigned: dict[str, dict[str, list[str]]] = {}
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.listeners: list[Callable[[], None]] = []
+
+    # ---- control ----
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"l2lb-speaker-{self.node}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def notify(self, *_: Any) -> None:
+        """Services changed (informer handler signature compatible)."""
+        self._wake.set()
+
+    def on_conflict(self, ip: str, ifname: str, other_mac: str) -> None:
+        """Responder callback (its thread, must not block): another MAC claims one of our IPs."""
+        self._metrics.arp_conflicts.inc()
+        self._conflicts.put((ip, ifname, other_mac))
+        self._wake.set()
+
+    def on_count(self, counter: str, ip: str | None, ifname: str) -> None:
+        """Responder callback: wire counters into Prometheus."""
+        if counter == "replies_sent":
+            self._metrics.arp_replies.inc()
+        elif counter == "garps_sent":
+            self._metrics.garp_sent.inc()
+
+    def set_node_gone(self, source: str, reason: str | None) -> None:
+        """Mark (reason) or clear (None) one cause of "this node is gone"; any cause silences the speaker."""
+        with self._lock:
+            if reason is None:
+                changed = self._gone.pop(source, None) is not None
+            else:
+                changed = self._gone.get(source) != reason
+                self._gone[source] = reason
+        if changed:
+            if reason is None:
+                self._log.info("node is back; announcing again", extra=fields(cause=source))
+            else:
+                self._log.warning("node is gone; withdrawing every IP", extra=fields(cause=source, reason=reason))
+            self._wake.set()
+
+    @property
+    def gone(self) -> bool:
+        with self._lock:
+            return bool(self._gone)
+
+    def assigned(self) -> dict[str, dict[str, list[str]]]:
+        """What the Service annotations give this node (whether or not we announce it right now)."""
+        with self._lock:
+            return dict(self._assigned)
+
+    def announced(self) -> dict[str, list[str]]:
+        """What the responder was last told to answer: ip -> interfaces."""
+        with self._lock:
+            return dict(self._applied)
+
+    def hold(self) -> None:
+        """Draining: keep answering what we answer now, also after it moves, until :meth:`release_held`."""
+        with self._lock:
+            self._held = dict(self._applied)
+        self._wake.set()
+
+    def held(self) -> list[str]:
+        """Held IPs that moved away and still wait for their new node to be heard on the wire."""
+        with self._lock:
+            if self._held is None:
+                return []
+            return sorted(ip for ip in self._held if ip not in self._assigned)
+
+    def release_held(self) -> None:
+        with self._lock:
+            self._held = None
+        self._wake.set()
+
+    def fenced(self) -> list[str]:
+        with self._lock:
+            return sorted(self._fenced)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` holds after a recompute, or the timeout passes."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(min(remaining, 0.1))
+        return True
+
+    # ---- the speaker thread ----
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self._next_wakeup())
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                self._handle_conflicts()
+                self._recheck_fenced()
+                self._recompute()
+            except Exception as exc:  # the speaker thread must survive anything
+                self._log.exception("speaker round crashed", extra=fields(error=str(exc)))
+                self._stopping.wait(0.5)
+
+    def _next_wakeup(self) -> float | None:
+        with self._lock:
+            if not self._fenced:
+                return None
+            return max(0.0, min(self._fenced.values()) - time.monotonic())
+
+    def _recompute(self) -> None:
+        assigned = assignments_for(self.node, self.services.snapshot())
+        with self._lock:
+            gone = bool(self._gone)
+            fenced = set(self._fenced)
+            held = dict(self._held or {})
+        desired: dict[str, list[str]] = {}
+        if not gone:
+            for ip, entry in assigned.items():
+                if ip in fenced or not entry["interfaces"] or not _is_ipv4(ip):
+                    continue  # IPv6 (NDP) is not answered yet; an assignment without interfaces is unusable
+                desired[ip] = sorted(entry["interfaces"])
+            for ip, interfaces in held.items():
+                desired.setdefault(ip, interfaces)
+        with self._lock:
+            self._assigned = assigned
+            previous = self._applied
+        if desired != previous:
+            if self.responder is not None:
+                try:
+                    self.responder.set_assignments(desired)
+                except ValueError as exc:
+                    self._log.warning("responder refused the assignments", extra=fields(error=str(exc)))
+            added = sorted(set(desired) - set(previous))
+            removed = sorted(set(previous) - set(desired))
+            if added or removed:
+                self._log.info(
+                    "announcements changed",
+                    extra=fields(added=",".join(added) or "-", removed=",".join(removed) or "-", total=len(desired)),
+                )
+            with self._lock:
+                self._applied = desired
+            self._metrics.announced_ips.set(len(desired))
+        with self._changed:
+            self._changed.notify_all()
+        for listener in list(self.listeners):
+            try:
+                listener()
+            except Exception:
+                self._log.exception("speaker listener failed")
+
+    def _handle_conflicts(self) -> None:
+        seen: set[str] = set()
+        while True:
+            try:
+                ip, ifname, mac = self._conflicts.get_nowait()
+            except queue.Empty:
+                return
+            if ip in seen:
+                continue
+            seen.add(ip)
+            with self._lock:
+                ours = ip in self._applied
+            if not ours:
+                continue
+            self._log.warning("another MAC claims an IP we announce", extra=fields(ip=ip, interface=ifname, mac=mac))
+            verdict = self._confirm(ip)
+            if verdict is None:
+                with self._lock:
+                    self._fenced[ip] = time.monotonic() + FENCE_RETRY
+                self._metrics.fence_withdrawals.inc()
+                self._log.warning(
+                    "API unreachable: withdrawing the contested IP (split-brain fence)", extra=fields(ip=ip)
+                )
+            elif verdict:
+                self._log.info("API confirms the IP is ours: keeping it and re-announcing", extra=fields(ip=ip))
+                if self.responder is not None:
+                    self.responder.announce(ip)
+            else:
+                with self._lock:
+                    handed_over = self._held is not None and self._held.pop(ip, None) is not None
+                if handed_over:
+                    self._log.info("new node heard on the wire: hand-over of the IP complete", extra=fields(ip=ip))
+                else:
+                    self._log.info("API says another node announces the IP: withdrawing", extra=fields(ip=ip))
+
+    def _recheck_fenced(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [ip for ip, when in self._fenced.items() if when <= now]
+        for ip in due:
+            verdict = self._confirm(ip)
+            with self._lock:
+                if verdict is None:
+                    self._fenced[ip] = time.monotonic() + FENCE_RETRY
+                    continue
+                self._fenced.pop(ip, None)
+            self._log.info(
+                "API reachable again: contested IP resolved", extra=fields(ip=ip, ours="yes" if verdict else "no")
+            )
+
+    def _confirm(self, ip: str) -> bool | None:
+        """Ask the API whether ``ip`` is still ours: True/False, or None when the API does not answer.
+
+        The fresh copies go into the informer cache, so the recompute that follows uses them.
+        """
+        keys = self.assigned().get(ip, {}).get("services", [])
+        if not keys:
+            keys = [service_key(s) for s in self.services.items() if ip in ingress_ips(s)]
+        ours = False
+        for key in keys:
+            namespace, _, name = key.partition("/")
+            try:
+                service = self.kube.get_service(namespace, name, timeout=(self._fence_timeout, self._fence_timeout))
+            except ApiError as exc:
+                if exc.not_found:
+                    continue
+                return None
+            self.services.store_written(service)
+            annotations = (service.get("metadata") or {}).get("annotations") or {}
+            announcement = parse_announcements(annotations, ingress_ips(service)).get(ip)
+            if announcement is not None and announcement.node == self.node:
+                ours = True
+        return ours
+
+
+def _is_ipv4(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).version == 4
+    except ValueError:
+        return False
