@@ -17,7 +17,7 @@ PYTEST := $(BIN)/pytest
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv collection-link lint unit integration test build lock clean crds lab-image lab-up lab-down lab-status
+.PHONY: help setup apt venv collection-link lint unit integration test build lock clean crds lab lab-image lab-up lab-down lab-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -79,6 +79,21 @@ clean: ## remove build outputs (keeps .venv)
 	rm -rf $(BUILD)/dist $(BUILD)/install .pytest_cache .mypy_cache .ruff_cache
 
 LAB := $(BIN)/python tests/lab/lab.py
+PLAYBOOK := $(BIN)/ansible-playbook -i inventory/lab
+
+# The main job on the embedded default: lab up, site.yml, the demo Services, verify.yml and its report.
+# On failure the lab is torn down (set L2LB_LAB_KEEP=1 to keep it for debugging); re-running is safe.
+lab: setup ## bring up the 3-node lab, run site.yml and verify.yml against it, print the report
+	@$(LAB) up || exit 1; \
+	if $(PLAYBOOK) site.yml && $(PLAYBOOK) tests/lab/demo_services.yml \
+	   && $(PLAYBOOK) verify.yml -e verify_report_file=$(abspath lab-state/verify-report.txt); then \
+	  echo; echo "== verify report (lab-state/verify-report.txt)"; cat lab-state/verify-report.txt; \
+	  echo "== the lab stays up: make lab-down removes it"; \
+	else \
+	  rc=$$?; echo "== make lab failed (exit $$rc)"; \
+	  if [ "$${L2LB_LAB_KEEP:-0}" = 1 ]; then echo "== L2LB_LAB_KEEP=1: the lab stays up"; \
+	  else $(LAB) down; fi; exit $$rc; \
+	fi
 
 lab-image: setup ## build (or reuse) the cached lab node image (/var/cache/l2lb-lab)
 	$(LAB) image

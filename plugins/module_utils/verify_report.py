@@ -75,7 +75,8 @@ def _diagnose_ip(
     if responders:
         row["mac"] = ",".join(r["mac"] for r in responders)
         row["mac_owner"] = ",".join(_whose(r["mac"], owners) for r in responders)
-    ports = [t for t in tcp if t.get("ip") == row["ip"]]
+    # TCP results of this Service's own ports (Services sharing an IP have different ports).
+    ports = [t for t in tcp if t.get("ip") == row["ip"] and t.get("service", row["service"]) == row["service"]]
     if ports:
         row["tcp"] = ",".join(f"{t['port']}:{'ok' if t.get('ok') else 'FAIL'}" for t in ports)
 
@@ -157,10 +158,12 @@ def _tcp_results(tcp: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             item = entry["item"]
             ok = entry.get("state") == "started"
             error = "" if ok else str(entry.get("msg") or "no connection")
-            results.append({"ip": item["ip"], "port": item["port"], "ok": ok, "error": error})
+            results.append(
+                {"service": item.get("service"), "ip": item["ip"], "port": item["port"], "ok": ok, "error": error}
+            )
         else:
             results.append(dict(entry))
-    return results
+    return [{k: v for k, v in r.items() if v is not None} for r in results]
 
 
 def build_report(

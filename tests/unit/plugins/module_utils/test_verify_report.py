@@ -130,3 +130,14 @@ def test_tcp_targets_skip_udp() -> None:
 def test_no_services_is_not_healthy() -> None:
     report = build_report([], _leases(), {}, [])
     assert not report["healthy"] and "no LoadBalancer Services found" in report["lines"]
+
+
+def test_services_sharing_an_ip_show_only_their_own_tcp_ports() -> None:
+    dns_tcp = {**_svc(), "name": "dns-tcp", "ports": [{"port": 53, "protocol": "TCP"}]}
+    dns_udp = {**_svc(), "name": "dns-udp", "ports": [{"port": 53, "protocol": "UDP"}]}
+    registered = [{"item": t, "state": "started"} for t in tcp_targets([dns_tcp, dns_udp])]
+    rows = build_report([dns_tcp, dns_udp], _leases(), _probe(MAC2), registered)["rows"]
+    assert [(r["service"], r["tcp"], r["ok"]) for r in rows] == [
+        ("default/dns-tcp", "53:ok", True),
+        ("default/dns-udp", "", True),
+    ]
