@@ -1,0 +1,110 @@
+"""A bad inventory stops site.yml in its first play: no node is contacted and nothing is written to the API.
+
+Every validation error class is present at once; the run must name each and change nothing. The nodes are
+unreachable on purpose (a nsenter PID that does not exist): touching one would show up as unreachable.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from k8s_standin import ApiServer
+
+REPO = Path(__file__).resolve().parents[3]
+
+BAD_POOLS = [
+    {"name": "lan", "blocks": [{"cidr": "198.18.10.0/33"}]},  # invalid CIDR
+    {"name": "dmz", "blocks": [{"start": "198.18.11.20", "stop": "198.18.11.10"}]},  # start > stop
+    {"name": "mixed", "blocks": [{"start": "198.18.12.1", "stop": "2001:db8::1"}]},  # mixed families
+    {"name": "a", "blocks": [{"cidr": "198.18.13.0/24"}]},
+    {"name": "b", "blocks": [{"cidr": "198.18.13.128/25"}]},  # overlaps pool a
+    {"name": "dup", "blocks": [{"cidr": "198.18.14.0/28"}]},
+    {"name": "dup", "blocks": [{"cidr": "198.18.15.0/28"}]},  # duplicate name
+    {"name": "typo", "blocks": [{"cidr": "198.18.16.0/28"}], "serviceSelecter": {}},  # unknown key
+    {"name": "types", "blocks": [{"cidr": "198.18.17.0/28"}], "disabled": "yes"},  # wrong type
+]
+BAD_POLICIES = [
+    {"name": "regex", "interfaces": ["^eth[0-9+"]},  # invalid regex
+    {
+        "name": "ops",
+        "nodeSelector": {
+            "matchExpressions": [
+                {"key": "role", "operator": "exists"},  # unknown operator
+                {"key": "cp", "operator": "DoesNotExist", "values": ["x"]},  # values with DoesNotExist
+            ]
+        },
+    },
+]
+EXPECTED_KINDS = [
+    "'198.18.10.0/33' is not a valid CIDR",
+    "start 198.18.11.20 is after stop 198.18.11.10",
+    "mixes IPv4 start 198.18.12.1 with IPv6 stop 2001:db8::1",
+    'overlaps pool "b"',
+    "duplicate name",
+    'did you mean "serviceSelector"?',
+    "disabled: expected boolean",
+    "is not a valid regex",
+    "unknown operator 'exists'",
+    "values must be empty with operator DoesNotExist",
+]
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[ApiServer]:
+    with ApiServer(nodes=["node1"]) as server:
+        yield server
+
+
+def test_bad_inventory_fails_before_any_host_or_object_changes(api: ApiServer, tmp_path: Path) -> None:
+    api.write_kubeconfig(tmp_path / "admin.kubeconfig")
+    inventory = {
+        "all": {
+            "vars": {
+                "l2lb_kubeconfig": str(tmp_path / "admin.kubeconfig"),
+                "l2lb_api_url": api.url,
+                "l2lb_pools": BAD_POOLS,
+                "l2lb_policies": BAD_POLICIES,
+            },
+            "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
+            "children": {
+                "l2lb_nodes": {
+                    "hosts": {
+                        "node1": {"ansible_connection": "community.docker.nsenter", "ansible_nsenter_pid": 999999999}
+                    }
+                }
+            },
+        }
+    }
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    api.reset_counts()
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    run = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(tmp_path / "hosts.yml"),
+            str(REPO / "site.yml"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out
+    missing = [text for text in EXPECTED_KINDS if text not in out]
+    assert not missing, f"not named in the output: {missing}\n{out}"
+    recap = re.findall(r"^(\S+)\s+: ok=", out, re.M)
+    assert recap == ["localhost"], f"only the validation play may run; recap lists {recap}"
+    writes = {k: v for k, v in api.request_counts().items() if k[0] in ("create", "update", "patch", "delete")}
+    assert writes == {}, f"nothing may be written to the API: {writes}"
