@@ -17,7 +17,7 @@ PYTEST := $(BIN)/pytest
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv collection-link lint unit integration test build lock clean crds lab lab-image lab-up lab-down lab-status
+.PHONY: help setup apt venv collection-link lint unit integration test build lock clean crds lab molecule lab-image lab-up lab-down lab-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -67,7 +67,7 @@ build: setup ## build the collection tarball and install it into a scratch path
 	  -i tests/integration/inventories/good_model playbooks/validate.yml
 
 # pytest exits 5 when it collected no tests; make treats any non-zero exit as failure, on purpose.
-test: lint unit integration build ## everything CI runs
+test: lint unit integration build molecule ## everything CI runs
 
 lock: ## regenerate requirements.txt from requirements.in in a scratch venv
 	rm -rf $(BUILD)/lockvenv && $(PYTHON) -m venv $(BUILD)/lockvenv
@@ -103,6 +103,10 @@ lab-down: ## stop and remove everything the lab created
 	$(PYTHON) tests/lab/lab.py down
 lab-status: ## show the lab: nodes, PIDs, API, inventory
 	$(PYTHON) tests/lab/lab.py status
+
+# molecule needs the venv's bin/ on PATH (it calls ansible-config); scenarios live in extensions/molecule/.
+molecule: setup ## molecule scenario default on the lab: create, converge, idempotence, verify, destroy
+	cd extensions && $(abspath $(BIN))/molecule test -s default
 
 crds: setup ## regenerate roles/cluster/files/crds.yml from the model
 	$(BIN)/python tests/render_crds.py
