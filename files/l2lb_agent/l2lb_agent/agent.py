@@ -97,6 +97,7 @@ class Agent:
             config.heartbeat,
             self._interfaces,
             logger=node_logger("l2lb.heartbeat", self.node),
+            clock_skew=config.heartbeat.clock_skew_seconds,
         )
         self.controller = ControllerRuntime(
             self.kube,
@@ -125,7 +126,12 @@ class Agent:
         if config.speaker.enabled or responder_factory is not None:
             self._responder_factory = responder_factory or _default_responder_factory(config)
         self.speaker = SpeakerRuntime(
-            self.node, self.services, self.kube, None, logger=node_logger("l2lb.speaker", self.node)
+            self.node,
+            self.services,
+            self.kube,
+            None,
+            logger=node_logger("l2lb.speaker", self.node),
+            link_verify_timeout=config.heartbeat.lease_duration,
         )
 
         self.services.add_handler(self.controller.notify)
@@ -242,6 +248,14 @@ class Agent:
 
     def _interface_changed(self, change: Any) -> None:
         self.heartbeat.renew_now()
+        kind = getattr(change, "kind", "")
+        iface = getattr(change, "interface", None)
+        if iface is None:
+            return
+        if kind in ("down", "removed"):
+            self.speaker.link_changed(iface.name, False)
+        elif kind in ("up", "added") and iface.usable:
+            self.speaker.link_changed(iface.name, True)
 
     # ---- lifecycle ----
 

@@ -12,6 +12,11 @@ Example (every key but ``node_name`` and ``kubeconfig`` has a default)::
     metrics_address: 127.0.0.1:9469
     log_level: info
     log_format: text
+
+``heartbeat.clock_skew_seconds`` (default 0) exists **for testing clock skew only**: it offsets the
+``renewTime``/``acquireTime`` this node writes into its heartbeat Lease by that many seconds (negative:
+in the past), as a node with a wrong wall clock would. Liveness never reads those timestamps, so a
+skewed node must stay alive; the end-to-end tests use it to prove that. Never set it in production.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ TOP_KEYS = (
     "log_format",
 )
 LEASE_KEYS = ("renew_interval", "lease_duration")
+HEARTBEAT_KEYS = (*LEASE_KEYS, "clock_skew_seconds")
 CONTROLLER_KEYS = (*LEASE_KEYS, "enabled")
 SPEAKER_KEYS = ("enabled", "garp_count", "garp_interval", "refresh_interval", "interfaces")
 
@@ -77,6 +83,13 @@ class LeaseTiming:
 
 
 @dataclass(frozen=True)
+class HeartbeatConfig(LeaseTiming):
+    # Testing only: seconds added to the wall-clock times this node writes into its heartbeat Lease
+    # (negative = in the past), to simulate a skewed clock. See the module docstring.
+    clock_skew_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class ControllerConfig(LeaseTiming):
     enabled: bool = True  # false: never stand for election (this node only heartbeats and speaks)
 
@@ -95,7 +108,7 @@ class AgentConfig:
     node_name: str
     kubeconfig: str
     namespace: str = DEFAULT_NAMESPACE
-    heartbeat: LeaseTiming = field(default_factory=LeaseTiming)
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     speaker: SpeakerConfig = field(default_factory=SpeakerConfig)
     drain_timeout: float = 10.0
@@ -127,7 +140,12 @@ class AgentConfig:
                 f"node_name: {self.node_name}",
                 f"kubeconfig: {self.kubeconfig}",
                 f"namespace: {self.namespace}",
-                f"heartbeat: renew {self.heartbeat.renew_interval}s, lease {self.heartbeat.lease_duration}s",
+                f"heartbeat: renew {self.heartbeat.renew_interval}s, lease {self.heartbeat.lease_duration}s"
+                + (
+                    f", clock skew {self.heartbeat.clock_skew_seconds:+g}s (testing only)"
+                    if self.heartbeat.clock_skew_seconds
+                    else ""
+                ),
                 f"controller: {controller}",
                 f"speaker: {speaker}",
                 f"drain_timeout: {self.drain_timeout}s",
@@ -191,7 +209,11 @@ def parse_config(raw: Any, *, source: str = "", check_files: bool = False, base_
     if expect_type(namespace, str, _OBJ, "namespace", problems, "string") and not _DNS_LABEL_RE.match(namespace):
         problems.add(_OBJ, "namespace", f"{namespace!r} is not a valid namespace name", "use e.g. l2lb-system")
 
-    heartbeat = _lease_timing(raw, "heartbeat", LEASE_KEYS, problems)
+    heartbeat_raw = _section(raw, "heartbeat", HEARTBEAT_KEYS, problems)
+    heartbeat_timing = _lease_timing(raw, "heartbeat", HEARTBEAT_KEYS, problems, section=heartbeat_raw)
+    heartbeat = HeartbeatConfig(
+        heartbeat_timing.renew_interval, heartbeat_timing.lease_duration, _clock_skew(heartbeat_raw, problems)
+    )
     controller_raw = _section(raw, "controller", CONTROLLER_KEYS, problems)
     timing = _lease_timing(raw, "controller", CONTROLLER_KEYS, problems, section=controller_raw)
     controller = ControllerConfig(
@@ -279,6 +301,18 @@ def _lease_timing(
             f"use at least 3x renew_interval, e.g. {_fmt(renew * 4)}",
         )
     return LeaseTiming(renew, duration)
+
+
+def _clock_skew(body: Mapping[str, Any], problems: Problems) -> float:
+    """``heartbeat.clock_skew_seconds``: any finite number of seconds, either sign (testing only)."""
+    path = "heartbeat.clock_skew_seconds"
+    value = body.get("clock_skew_seconds", 0.0)
+    if not expect_type(value, (int, float), _OBJ, path, problems, "number of seconds"):
+        return 0.0
+    if not math.isfinite(float(value)):
+        problems.add(_OBJ, path, f"{value} is not a finite number", "use e.g. -30 (a clock 30 s behind)")
+        return 0.0
+    return float(value)
 
 
 def _speaker(raw: Mapping[str, Any], problems: Problems) -> SpeakerConfig:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .config import LeaseTiming
@@ -323,11 +323,14 @@ class Heartbeat:
         *,
         metrics: Metrics | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
+        clock_skew: float = 0.0,
     ) -> None:
         self.kube = kube
         self.namespace = namespace
         self.node = node
         self.timing = timing
+        # Testing only (config heartbeat.clock_skew_seconds): write renewTime as a skewed clock would.
+        self.clock_skew = clock_skew
         self.lease_name = node_lease_name(node)
         self._interfaces = interfaces or (lambda: ())
         self._metrics = metrics or kube.metrics
@@ -442,6 +445,7 @@ class Heartbeat:
             draining=self._draining,
             resource_version=self._rv,
             acquire_time=self._acquire_time,
+            now=datetime.now(UTC) + timedelta(seconds=self.clock_skew) if self.clock_skew else None,
         )
 
     def _write(self) -> None:

@@ -13,6 +13,12 @@
   Service from the API with a short timeout. Reachable: keep (and re-announce) or withdraw, as the
   annotation says. Unreachable: withdraw that IP — we cannot prove it is ours and someone else
   claims it — and ask the API again every second until it answers.
+* An interface that stops being usable (:meth:`SpeakerRuntime.link_changed`, from netlink) is
+  withdrawn from at once: nothing can be answered there anyway, and while it is down the IPs on it
+  may move without us hearing the new holder's gratuitous ARP. When it is usable again, its IPs are
+  answered (and announced) only after the API confirms them, asking again until it answers; if it
+  has not answered within ``link_verify_timeout`` (the agent uses the heartbeat lease duration), they
+  are answered as they were (fail-static), and the fence above guards against a split brain.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ log = logging.getLogger(__name__)
 
 FENCE_TIMEOUT = 0.5  # seconds to wait for the API before withdrawing a contested IP
 FENCE_RETRY = 1.0
+LINK_VERIFY_TIMEOUT = 2.0  # seconds an interface that is usable again waits for the API before fail-static
+LINK_VERIFY_RETRY = 0.25
 
 
 class Responder(Protocol):
@@ -78,6 +86,7 @@ class SpeakerRuntime:
         metrics: Metrics | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         fence_timeout: float = FENCE_TIMEOUT,
+        link_verify_timeout: float = LINK_VERIFY_TIMEOUT,
     ) -> None:
         self.node = node
         self.services = services
@@ -86,12 +95,17 @@ class SpeakerRuntime:
         self._metrics = metrics or kube.metrics
         self._log = logger or log
         self._fence_timeout = fence_timeout
+        self._link_verify_timeout = link_verify_timeout
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._conflicts: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._fenced: dict[str, float] = {}  # ip -> monotonic time of the next API check
         self._gone: dict[str, str] = {}  # why this node counts as gone (heartbeat, node) -> reason
+        self._links_down: set[str] = set()  # interfaces not usable now: nothing is answered there
+        # Usable again, IPs on them not yet confirmed by the API: ifname -> when to give up (fail-static).
+        self._links_unverified: dict[str, float] = {}
+        self._verify_retry_at: float | None = None
         self._applied: dict[str, list[str]] = {}
         self._held: dict[str, list[str]] | None = None  # draining: ip -> interfaces still answered
         self._assigned: dict[str, dict[str, list[str]]] = {}
@@ -146,6 +160,27 @@ class SpeakerRuntime:
             else:
                 self._log.warning("node is gone; withdrawing every IP", extra=fields(cause=source, reason=reason))
             self._wake.set()
+
+    def link_changed(self, ifname: str, usable: bool) -> None:
+        """An interface stopped or started being usable (netlink); see the module docstring."""
+        with self._lock:
+            if not usable:
+                if ifname in self._links_down:
+                    return
+                self._links_down.add(ifname)
+                self._links_unverified.pop(ifname, None)
+            elif ifname in self._links_down:
+                self._links_down.discard(ifname)
+                self._links_unverified[ifname] = time.monotonic() + self._link_verify_timeout
+            else:
+                return
+        self._log.info(
+            "interface usable again: confirming its IPs with the API before answering"
+            if usable
+            else "interface not usable: not answering on it",
+            extra=fields(interface=ifname),
+        )
+        self._wake.set()
 
     @property
     def gone(self) -> bool:
@@ -206,6 +241,7 @@ class SpeakerRuntime:
             try:
                 self._handle_conflicts()
                 self._recheck_fenced()
+                self._verify_links()
                 self._recompute()
             except Exception as exc:  # the speaker thread must survive anything
                 self._log.exception("speaker round crashed", extra=fields(error=str(exc)))
@@ -213,9 +249,12 @@ class SpeakerRuntime:
 
     def _next_wakeup(self) -> float | None:
         with self._lock:
-            if not self._fenced:
+            times = list(self._fenced.values())
+            if self._links_unverified and self._verify_retry_at is not None:
+                times.append(self._verify_retry_at)
+            if not times:
                 return None
-            return max(0.0, min(self._fenced.values()) - time.monotonic())
+            return max(0.0, min(times) - time.monotonic())
 
     def _recompute(self) -> None:
         assigned = assignments_for(self.node, self.services.snapshot())
@@ -223,14 +262,18 @@ class SpeakerRuntime:
             gone = bool(self._gone)
             fenced = set(self._fenced)
             held = dict(self._held or {})
+            suspended = self._links_down | set(self._links_unverified)
         desired: dict[str, list[str]] = {}
         if not gone:
             for ip, entry in assigned.items():
-                if ip in fenced or not entry["interfaces"] or not _is_ipv4(ip):
+                interfaces = sorted(i for i in entry["interfaces"] if i not in suspended)
+                if ip in fenced or not interfaces or not _is_ipv4(ip):
                     continue  # IPv6 (NDP) is not answered yet; an assignment without interfaces is unusable
-                desired[ip] = sorted(entry["interfaces"])
+                desired[ip] = interfaces
             for ip, interfaces in held.items():
-                desired.setdefault(ip, interfaces)
+                usable = [i for i in interfaces if i not in suspended]
+                if usable:
+                    desired.setdefault(ip, usable)
         with self._lock:
             self._assigned = assigned
             previous = self._applied
@@ -292,6 +335,33 @@ class SpeakerRuntime:
                     self._log.info("new node heard on the wire: hand-over of the IP complete", extra=fields(ip=ip))
                 else:
                     self._log.info("API says another node announces the IP: withdrawing", extra=fields(ip=ip))
+
+    def _verify_links(self) -> None:
+        """Confirm the IPs on interfaces that are usable again (fresh copies land in the informer cache)."""
+        with self._lock:
+            pending = dict(self._links_unverified)
+        if not pending:
+            return
+        now = time.monotonic()
+        if self._verify_retry_at is not None and now < self._verify_retry_at:
+            return
+        assigned = assignments_for(self.node, self.services.snapshot())
+        ips = sorted(ip for ip, entry in assigned.items() if set(pending) & set(entry["interfaces"]))
+        reachable = all(self._confirm(ip) is not None for ip in ips)  # stops at the first unanswered
+        now = time.monotonic()
+        done = set(pending) if reachable else {name for name, deadline in pending.items() if deadline <= now}
+        with self._lock:
+            for name in done:
+                if self._links_unverified.get(name) == pending[name]:
+                    del self._links_unverified[name]
+            self._verify_retry_at = None if reachable else now + LINK_VERIFY_RETRY
+        if done:
+            self._log.info(
+                "interface usable again: answering on it"
+                if reachable
+                else "interface usable again, API unreachable: answering the last assigned IPs (fail-static)",
+                extra=fields(interfaces=",".join(sorted(done)), checked=len(ips)),
+            )
 
     def _recheck_fenced(self) -> None:
         now = time.monotonic()
