@@ -105,8 +105,8 @@ lab-status: ## show the lab: nodes, PIDs, API, inventory
 	$(PYTHON) tests/lab/lab.py status
 
 # molecule needs the venv's bin/ on PATH (it calls ansible-config); scenarios live in extensions/molecule/.
-molecule: setup ## molecule scenario default on the lab: create, converge, idempotence, verify, destroy
-	cd extensions && $(abspath $(BIN))/molecule test -s default
+molecule: setup ## molecule scenarios on the lab: default (converge, idempotence, verify) and failover
+	cd extensions && $(abspath $(BIN))/molecule test -s default && $(abspath $(BIN))/molecule test -s failover
 
 crds: setup ## regenerate roles/cluster/files/crds.yml from the model
 	$(BIN)/python tests/render_crds.py

@@ -18,6 +18,7 @@ slower responder is still seen. ARP has no request id: an answer is matched to i
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import select
 import socket
 import statistics
@@ -302,6 +303,33 @@ def split_brain_diagnosis(ip: str, macs: Sequence[str], simultaneous: int) -> st
     )
 
 
+def outage(replies: Iterable[Reply], requests: int, interval: float) -> dict[str, Any]:
+    """How answering went over time, for a run of many rounds ``interval`` seconds apart (a failover watch).
+
+    ``longest_gap_ms``: the longest time between two answered rounds (unanswered rounds at the start or end
+    count up to the first/after the last answer); ``mac_timeline``: when, after the first round, the answering
+    MAC changed, with the gap in answers just before the change (``gap_before_ms``: the outage a client saw
+    when the IP moved). Times are round starts, so they are exact to one interval.
+    """
+    by_round: dict[int, list[str]] = {}
+    for reply in replies:
+        by_round.setdefault(reply.round, []).append(reply.mac)
+    answered = sorted(by_round)
+    if not answered:
+        return {"longest_gap_ms": round(requests * interval * 1000, 1), "mac_timeline": []}
+    edges = [-1, *answered, requests]
+    longest = max(b - a for a, b in itertools.pairwise(edges)) if requests else 0
+    timeline: list[dict[str, Any]] = []
+    previous = -1
+    for number in answered:
+        macs = sorted(set(by_round[number]))
+        if not timeline or timeline[-1]["macs"] != macs:
+            gap = round((number - previous) * interval * 1000, 1) if timeline else 0.0
+            timeline.append({"at_ms": round(number * interval * 1000, 1), "macs": macs, "gap_before_ms": gap})
+        previous = number
+    return {"longest_gap_ms": round(longest * interval * 1000, 1), "mac_timeline": timeline}
+
+
 def summarize(plan: ProbePlan, outcome: ProbeOutcome | None, *, timeout: float) -> dict[str, Any]:
     """The module's per-IP result from a plan and what the wire gave for it."""
     outcome = outcome or ProbeOutcome()
@@ -336,6 +364,7 @@ def summarize(plan: ProbePlan, outcome: ProbeOutcome | None, *, timeout: float) 
     )
     if latencies:
         result["latency_ms"] = {"min": min(latencies), "median": round(statistics.median(latencies), 3)}
+    result.update(outage(outcome.replies, outcome.requests, timeout))
     if not answers:
         result["diagnosis"] = unanswered_diagnosis(plan, outcome.requests, timeout)
     elif len(answers) > 1:

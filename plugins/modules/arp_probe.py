@@ -103,6 +103,9 @@ probes:
     - C(latency_ms) C(min) and C(median) of the first answer to each answered request (null when none).
     - C(error) why the IP could not be probed (null if it was); C(diagnosis) what the result means and what to do
       (null when exactly one MAC answered).
+    - C(longest_gap_ms) the longest time between two answered rounds and C(mac_timeline) (C(at_ms), C(macs)) when
+      the answering MAC changed: with many short rounds (e.g. I(count=750), I(timeout=0.02), run async while a
+      node fails) they measure the client-side outage of a failover.
   returned: always
   type: dict
   sample:
@@ -110,7 +113,7 @@ probes:
       requests: 3, answered_requests: 3, answered: true,
       responders: [{mac: "52:54:00:00:00:11", replies: 3, first_latency_ms: 0.081}],
       split_brain: false, split_brain_requests: 0, latency_ms: {min: 0.062, median: 0.07}, error: null,
-      diagnosis: null}
+      diagnosis: null, longest_gap_ms: 0.5, mac_timeline: [{at_ms: 0.0, macs: ["52:54:00:00:00:11"]}]}
 answered:
   description: The IPs that got at least one answer.
   returned: always

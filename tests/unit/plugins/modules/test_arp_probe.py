@@ -493,3 +493,18 @@ def test_documented_options_are_the_accepted_ones(
     _, result = _module(capsys, monkeypatch, FakeWire(), ips=["198.18.0.241"], count=1, timeout=0.01)
     documented = yaml.safe_load(arp_probe.DOCUMENTATION)["options"]
     assert set(result["invocation"]["module_args"]) == set(documented)
+
+
+def test_outage_measures_the_longest_gap_and_the_mac_changes() -> None:
+    from ansible_collections.baremetal.l2lb.plugins.module_utils.arp_probe import Reply, outage
+
+    # 20 ms rounds: node A answers rounds 0-9, nobody 10-99 (1.8 s), node B from round 100 on.
+    replies = [Reply("aa", r, 0.1) for r in range(10)] + [Reply("bb", r, 0.1) for r in range(100, 150)]
+    result = outage(replies, 150, 0.02)
+    assert result["longest_gap_ms"] == 1820.0
+    assert result["mac_timeline"] == [
+        {"at_ms": 0.0, "macs": ["aa"], "gap_before_ms": 0.0},
+        {"at_ms": 2000.0, "macs": ["bb"], "gap_before_ms": 1820.0},
+    ]
+    assert outage([], 50, 0.02) == {"longest_gap_ms": 1000.0, "mac_timeline": []}
+    assert outage([Reply("aa", r, 0.1) for r in range(5)], 5, 0.02)["longest_gap_ms"] == 20.0
