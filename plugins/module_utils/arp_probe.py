@@ -583,6 +583,7 @@ def probe(
         "answered": [ip for ip, r in results.items() if r["answered"]],
         "unanswered": [ip for ip, r in results.items() if not r["answered"] and r["error"] is None],
         "split_brain": [ip for ip, r in results.items() if r["split_brain"]],
-        "failed": [ip for ip, r in results.items() if r["error"] is not None],
+        # not "failed": a non-empty "failed" key in a module result makes Ansible fail the task
+        "unprobed": [ip for ip, r in results.items() if r["error"] is not None],
         "warnings": warnings,
     }

@@ -88,9 +88,16 @@ def classify_leases(
     return {"heartbeats": heartbeats, "controller": controller, "cilium": cilium}
 
 
-def is_our_load_balancer(service: Mapping[str, Any]) -> bool:
+CILIUM_LB_CLASS = "io.cilium/l2-announcer"
+# Service condition types worth reporting: ours, and Cilium LB-IPAM's (cilium.io/IPAMRequestSatisfied).
+CONDITION_PREFIXES = ("l2lb.io/", "cilium.io/", "io.cilium/")
+
+
+def is_our_load_balancer(service: Mapping[str, Any], cilium: bool = False) -> bool:
+    """A LoadBalancer Service l2lb handles (no class or ours); with ``cilium``, also Cilium's L2 class."""
     spec = service.get("spec") or {}
-    return spec.get("type") == "LoadBalancer" and spec.get("loadBalancerClass") in (None, LB_CLASS)
+    classes = (None, LB_CLASS, CILIUM_LB_CLASS) if cilium else (None, LB_CLASS)
+    return spec.get("type") == "LoadBalancer" and spec.get("loadBalancerClass") in classes
 
 
 def service_view(service: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,6 +123,6 @@ def service_view(service: Mapping[str, Any]) -> dict[str, Any]:
         "conditions": [
             {k: c.get(k, "") for k in ("type", "status", "reason", "message")}
             for c in status.get("conditions") or []
-            if str(c.get("type", "")).startswith("l2lb.io/")
+            if str(c.get("type", "")).startswith(CONDITION_PREFIXES)
         ],
     }

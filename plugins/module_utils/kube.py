@@ -106,6 +106,18 @@ class KubeClient:
         conditions = (crd.status.conditions if crd.status else None) or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
+    def crd_versions(self, name: str) -> list[str] | None:
+        """The served versions of a CRD, or None when it is not installed."""
+        try:
+            crd = self._call(
+                f'customresourcedefinition "{name}"', self.extensions.read_custom_resource_definition, name
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return [v.name for v in crd.spec.versions or [] if v.served]
+
     # Cluster-scoped custom objects (our CRs are cluster-scoped).
     def list_cluster_objects(self, group: str, version: str, plural: str, label_selector: str = "") -> list[dict]:
         result = self._call(
@@ -198,3 +210,46 @@ class KubeClient:
             f"list events in {namespace}", self.core.list_namespaced_event, namespace, field_selector=field_selector
         )
         return [self.api.sanitize_for_serialization(item) for item in result.items]
+
+    # Namespaced custom objects (MetalLB's IPAddressPool and L2Advertisement live in metallb-system).
+    def list_namespaced_objects(self, group: str, version: str, plural: str, namespace: str) -> list[dict]:
+        result = self._call(
+            f"list {plural}.{group} in {namespace}",
+            self.custom.list_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+        )
+        return list(result.get("items", []))
+
+    def read_config_map(self, namespace: str, name: str) -> dict | None:
+        try:
+            result = self._call(
+                f'configmap "{name}" in {namespace}', self.core.read_namespaced_config_map, name, namespace
+            )
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(self.api.sanitize_for_serialization(result))
+
+    def get_service(self, namespace: str, name: str) -> dict | None:
+        try:
+            result = self._call(f'service "{namespace}/{name}"', self.core.read_namespaced_service, name, namespace)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(self.api.sanitize_for_serialization(result))
+
+    def patch_service_metadata(
+        self, namespace: str, name: str, metadata: dict, resource_version: str, dry_run: bool
+    ) -> dict:
+        """Merge-patch a Service's labels/annotations (None removes a key), guarded by its resourceVersion."""
+        kwargs = {"dry_run": "All"} if dry_run else {}
+        body = {"metadata": {**metadata, "resourceVersion": resource_version}}
+        result = self._call(
+            f'patch service "{namespace}/{name}"', self.core.patch_namespaced_service, name, namespace, body, **kwargs
+        )
+        return dict(self.api.sanitize_for_serialization(result))

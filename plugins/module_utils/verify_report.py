@@ -4,12 +4,19 @@
 
 Pure: it takes what service_info, lease_info, arp_probe and the TCP checks returned and decides, per
 service IP, whether it works and if not, why — in the words an operator would use at 2 a.m.
+
+On Cilium clusters (verify_cilium_namespace set) a Service announced by Cilium has no l2lb heartbeat: its
+announcing node is the holder of Cilium's ``cilium-l2announce-<namespace>-<service>`` Lease, judged alive
+the same way (the Lease changed while observed), and Cilium publishes no node MACs, so a single answer
+from an unknown MAC is accepted there (and shown as such).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.names import CILIUM_LEASE_PREFIX
 
 # Refusal reasons (Service condition reasons written by the controller) and how the report names them.
 _NO_IP_REASONS = {
@@ -41,6 +48,15 @@ def _whose(mac: str, owners: Mapping[str, tuple[str, str]]) -> str:
     return f"{owner[0]}/{owner[1]}" if owner else "unknown"
 
 
+def cilium_lease(service: Mapping[str, Any], leases: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Cilium's announcement Lease of this Service (lease_info keys them ``<namespace>-<service>``)."""
+    return (leases.get("cilium") or {}).get(f"{service.get('namespace')}-{service.get('name')}")
+
+
+def _runs_l2lb(leases: Mapping[str, Any]) -> bool:
+    return bool(leases.get("heartbeats")) or bool(leases.get("controller"))
+
+
 def _row(service: Mapping[str, Any], ip: str) -> dict[str, Any]:
     return {
         "service": f"{service.get('namespace')}/{service.get('name')}",
@@ -65,11 +81,15 @@ def _diagnose_ip(
 ) -> None:
     node = row["node"]
     heartbeat = (leases.get("heartbeats") or {}).get(node) if node else None
-    if heartbeat is not None:
-        alive = heartbeat.get("alive")
-        age = heartbeat.get("renew_age_seconds")
-        row["heartbeat"] = ("alive" if alive else "STALE" if alive is False else "?") + (
-            f" ({age:.1f}s)" if isinstance(age, int | float) else ""
+    lease = cilium_lease(service, leases)
+    by_cilium = heartbeat is None and lease is not None and bool(node) and lease.get("holder") == node
+    shown = lease if by_cilium else heartbeat
+    if shown is not None:
+        alive = shown.get("alive")
+        age = shown.get("renew_age_seconds")
+        row["heartbeat"] = ("cilium lease " if by_cilium else "") + (
+            ("alive" if alive else "STALE" if alive is False else "?")
+            + (f" ({age:.1f}s)" if isinstance(age, int | float) else "")
         )
     responders = list((probe or {}).get("responders") or [])
     if responders:
@@ -84,15 +104,30 @@ def _diagnose_ip(
         announced = _condition(service, "Announced")
         if announced and announced.get("reason") == "NoEligibleNode":
             row["diagnosis"] = f"no eligible node: {announced.get('message', '')}"
+        elif not _runs_l2lb(leases):
+            row["diagnosis"] = (
+                f"no announcing node: no l2lb controller runs and no Cilium lease {CILIUM_LEASE_PREFIX}"
+                f"{service.get('namespace')}-{service.get('name')} exists (on Cilium: does a CiliumL2Announcement"
+                "Policy select this Service and a node, with l2announcements.enabled=true? is "
+                "verify_cilium_namespace set?)"
+            )
         else:
             row["diagnosis"] = (
                 "no announcing node assigned (is an l2lb controller running? see the l2lb-controller lease)"
             )
         return
-    if heartbeat is None:
+    if by_cilium and lease is not None:
+        if lease.get("alive") is False:
+            row["diagnosis"] = (
+                f"stale Cilium lease: {node} did not renew {CILIUM_LEASE_PREFIX}{service.get('namespace')}-"
+                f"{service.get('name')} while observed; its cilium-agent is down, cut off from the API or "
+                "throttled (client rate limiter: raise k8sClientRateLimit, see the cilium role)"
+            )
+            return
+    elif heartbeat is None:
         row["diagnosis"] = f"stale heartbeat: node {node} has no heartbeat lease (agent not running there?)"
         return
-    if heartbeat.get("alive") is False:
+    if heartbeat is not None and heartbeat.get("alive") is False:
         row["diagnosis"] = (
             f"stale heartbeat: node {node}'s lease did not change while observed; its agent is "
             "down or cut off from the API"
@@ -116,10 +151,12 @@ def _diagnose_ip(
         row["diagnosis"] = f"no ARP answer: node {node} should announce on {ifaces} but nothing answered"
         return
     owner = owners.get(responders[0]["mac"].lower())
-    if owner is None:
+    if owner is None and by_cilium:
+        row["mac_owner"] = "not published (Cilium)"
+    elif owner is None:
         row["diagnosis"] = f"MAC {responders[0]['mac']} belongs to no l2lb node, but the assignment says {node}"
         return
-    if owner[0] != node:
+    if owner is not None and owner[0] != node:
         row["diagnosis"] = f"MAC {responders[0]['mac']} belongs to node {owner[0]}, but the assignment says {node}"
         return
     failed = [t for t in ports if not t.get("ok")]
@@ -181,8 +218,13 @@ def build_report(
             row = _row(service, "-")
             allocated = _condition(service, "IPAllocated")
             reason = str((allocated or {}).get("reason") or "")
+            ipam = _condition(service, "IPAMRequestSatisfied")
             if reason in _NO_IP_REASONS:
                 row["diagnosis"] = f"no IP: {_NO_IP_REASONS[reason]}: {allocated.get('message', '')}"  # type: ignore[union-attr]
+            elif ipam is not None and ipam.get("status") == "False":
+                row["diagnosis"] = f"no IP: Cilium LB-IPAM: {ipam.get('reason', '')}: {ipam.get('message', '')}"
+            elif not _runs_l2lb(leases) and leases.get("cilium"):
+                row["diagnosis"] = "no IP: no CiliumLoadBalancerIPPool allocated one (does a pool select it?)"
             else:
                 row["diagnosis"] = "no IP at all and no l2lb condition: is an l2lb controller running?"
             rows.append(row)
@@ -225,9 +267,22 @@ def render_table(rows: Sequence[Mapping[str, Any]], leases: Mapping[str, Any]) -
             lines.append(f"    -> {cell['diagnosis']}")
     controller = leases.get("controller") or {}
     alive = sorted(n for n, lease in (leases.get("heartbeats") or {}).items() if lease.get("alive") is not False)
-    lines.append(
-        f"controller: {controller.get('holder') or 'none'}; nodes with a live heartbeat: {', '.join(alive) or 'none'}"
-    )
+    cilium = leases.get("cilium") or {}
+    if _runs_l2lb(leases) or not cilium:
+        lines.append(
+            f"controller: {controller.get('holder') or 'none'}; nodes with a live heartbeat: "
+            f"{', '.join(alive) or 'none'}"
+        )
+    if cilium:
+        holders: dict[str, int] = {}
+        for lease in cilium.values():
+            holders[lease.get("holder") or "nobody"] = holders.get(lease.get("holder") or "nobody", 0) + 1
+        stale = sum(1 for lease in cilium.values() if lease.get("alive") is False)
+        lines.append(
+            f"Cilium L2 announcement leases: {len(cilium)}, held by "
+            + ", ".join(f"{h} ({n})" for h, n in sorted(holders.items()))
+            + (f"; {stale} not renewed while observed" if stale else "")
+        )
     if not rows:
         lines.append("no LoadBalancer Services found")
     return lines

@@ -79,7 +79,7 @@ EXAMPLES = r"""
     that:
       - arp.unanswered | length == 0
       - arp.split_brain | length == 0
-      - arp.failed | length == 0
+      - arp.unprobed | length == 0
     fail_msg: "{{ arp.probes.values() | selectattr('diagnosis') | map(attribute='diagnosis') | list }}"
 
 - name: Probe on a given interface with more requests
@@ -103,9 +103,9 @@ probes:
     - C(latency_ms) C(min) and C(median) of the first answer to each answered request (null when none).
     - C(error) why the IP could not be probed (null if it was); C(diagnosis) what the result means and what to do
       (null when exactly one MAC answered).
-    - C(longest_gap_ms) the longest time between two answered rounds and C(mac_timeline) (C(at_ms), C(macs)) when
-      the answering MAC changed: with many short rounds (e.g. I(count=750), I(timeout=0.02), run async while a
-      node fails) they measure the client-side outage of a failover.
+    - "C(longest_gap_ms) the longest time between two answered rounds and C(mac_timeline) (C(at_ms), C(macs),
+      C(gap_before_ms)) when the answering MAC changed. With many short rounds (for example I(count=750) and
+      I(timeout=0.02), run async while a node fails) they measure the client-side outage of a failover."
   returned: always
   type: dict
   sample:
@@ -129,8 +129,9 @@ split_brain:
   returned: always
   type: list
   elements: str
-failed:
-  description: The IPs that could not be probed (see their C(error) and C(diagnosis)).
+unprobed:
+  description: The IPs that could not be probed (see their C(error) and C(diagnosis)), e.g. outside every attached
+    subnet.
   returned: always
   type: list
   elements: str

@@ -78,7 +78,9 @@ def main() -> None:
     try:
         client = KubeClient(module.params)
         services = [
-            service_view(s) for s in client.list_services(module.params["namespace"]) if is_our_load_balancer(s)
+            service_view(s)
+            for s in client.list_services(module.params["namespace"])
+            if is_our_load_balancer(s, cilium=bool(module.params["cilium_namespace"]))
         ]
         if module.params["cilium_namespace"]:
             cilium = classify_leases(client.list_leases(module.params["cilium_namespace"]), None)["cilium"]

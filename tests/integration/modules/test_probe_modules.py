@@ -135,7 +135,7 @@ def test_ip_outside_every_attached_subnet_is_diagnosed(lab: Lab, module_runner: 
         f"this host has no interface in a subnet containing {OUTSIDE} — ARP only works on the same L2 segment "
         "(arping would silently get no answer); run the probe from a host in that subnet"
     )
-    assert result["failed"] == [OUTSIDE]
+    assert result["unprobed"] == [OUTSIDE]
 
 
 def test_without_privilege_the_probe_says_what_it_needs(lab: Lab, module_runner: ModuleRunner) -> None:

@@ -319,7 +319,7 @@ def test_one_responder_over_the_wire() -> None:
     assert 2.0 <= result["responders"][0]["first_latency_ms"] < 20.0
     assert (result["interface"], result["source_ip"], result["source_mac"]) == ("eth0", "198.18.0.2", CLIENT_MAC)
     assert report["answered"] == ["198.18.0.241"]
-    assert report["split_brain"] == report["unanswered"] == report["failed"] == []
+    assert report["split_brain"] == report["unanswered"] == report["unprobed"] == []
     assert all(sock.closed for sock in wire.sockets)
 
 
@@ -379,7 +379,7 @@ def test_a_socket_that_cannot_open_fails_only_its_ips() -> None:
     wire = FakeWire({"198.18.0.241": [(NODE1, 0.001)]}, fail_open={"eth1": OSError(19, "No such device")})
     report = run(wire, ["198.18.0.241", "198.19.1.50"])
     assert report["answered"] == ["198.18.0.241"]
-    assert report["failed"] == ["198.19.1.50"]
+    assert report["unprobed"] == ["198.19.1.50"]
     assert report["probes"]["198.19.1.50"]["error"] == "cannot probe on eth1: No such device"
 
 
@@ -442,7 +442,7 @@ def test_module_reports_per_ip_and_never_changes(
     assert code == 0
     assert result["changed"] is False
     assert result["answered"] == ["198.18.0.241"]
-    assert result["failed"] == ["198.18.7.1"]
+    assert result["unprobed"] == ["198.18.7.1"]
     assert result["probes"]["198.18.7.1"]["diagnosis"].startswith(
         "this host has no interface in a subnet containing 198.18.7.1"
     )
