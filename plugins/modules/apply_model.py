@@ -94,18 +94,14 @@ problems:
   elements: dict
 """
 
-import copy
-from dataclasses import dataclass, field
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.baremetal.l2lb.plugins.module_utils.kube import AUTH_ARG_SPEC, KubeClient, KubeError
-from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.model import Model, ModelError, build_model
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.model import ModelError, build_model
 from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.render import (
     GROUP,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
     POLICY_KIND,
     POLICY_PLURAL,
     POOL_KIND,
@@ -114,84 +110,14 @@ from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.render import 
     render_policy,
     render_pool,
 )
+from ansible_collections.baremetal.l2lb.plugins.module_utils.managed_objects import (
+    ManagedObjects,
+    ObjectKind,
+    diff_of,
+)
 
-PLURALS = {POOL_KIND: POOL_PLURAL, POLICY_KIND: POLICY_PLURAL}
-
-
-@dataclass
-class Change:
-    """One write: create, update or delete of one object."""
-
-    action: str
-    kind: str
-    name: str
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
-    body: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.kind}/{self.name}"
-
-
-def _managed(obj: dict[str, Any]) -> bool:
-    return (obj.get("metadata", {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
-
-
-class ModelApplier:
-    """Backend: knows the desired objects, asks the API what is there, plans and applies the difference."""
-
-    def __init__(self, client: KubeClient, model: Model, prune: bool, adopt: bool) -> None:
-        self.client = client
-        self.desired = [render_pool(p) for p in model.pools] + [render_policy(p) for p in model.policies]
-        self.prune = prune
-        self.adopt = adopt
-
-    def check_crds(self) -> None:
-        missing = [
-            f"{plural}.{GROUP}" for plural in PLURALS.values() if not self.client.crd_established(f"{plural}.{GROUP}")
-        ]
-        if missing:
-            raise KubeError(f"CRDs not installed: {', '.join(missing)}; run the baremetal.l2lb.cluster role first")
-
-    def plan(self) -> list[Change]:
-        changes: list[Change] = []
-        wanted = {(d["kind"], d["metadata"]["name"]) for d in self.desired}
-        for kind, plural in PLURALS.items():
-            live = {o["metadata"]["name"]: o for o in self.client.list_cluster_objects(GROUP, VERSION, plural)}
-            for desired in (d for d in self.desired if d["kind"] == kind):
-                name = desired["metadata"]["name"]
-                current = live.get(name)
-                if current is None:
-                    changes.append(Change("create", kind, name, None, desired["spec"], copy.deepcopy(desired)))
-                    continue
-                if not _managed(current) and not self.adopt:
-                    raise KubeError(
-                        f'{kind} "{name}" exists but is not managed by {MANAGED_BY} (no '
-                        f"{MANAGED_BY_LABEL} label): rename it in the inventory, delete it, or set "
-                        "adopt: true"
-                    )
-                labels = {**(current["metadata"].get("labels") or {}), **desired["metadata"]["labels"]}
-                if current.get("spec") != desired["spec"] or labels != current["metadata"].get("labels"):
-                    body = copy.deepcopy(desired)
-                    body["metadata"]["labels"] = labels
-                    body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-                    changes.append(Change("update", kind, name, current.get("spec"), desired["spec"], body))
-            if self.prune:
-                for name, current in sorted(live.items()):
-                    if (kind, name) not in wanted and _managed(current):
-                        changes.append(Change("delete", kind, name, current.get("spec"), None))
-        return changes
-
-    def apply(self, changes: list[Change], dry_run: bool) -> None:
-        for change in changes:
-            plural = PLURALS[change.kind]
-            if change.action == "create":
-                self.client.create_cluster_object(GROUP, VERSION, plural, change.body, dry_run)
-            elif change.action == "update":
-                self.client.replace_cluster_object(GROUP, VERSION, plural, change.body, dry_run)
-            else:
-                self.client.delete_cluster_object(GROUP, VERSION, plural, change.name, dry_run)
+POOLS = ObjectKind(GROUP, VERSION, POOL_PLURAL, POOL_KIND)
+POLICIES = ObjectKind(GROUP, VERSION, POLICY_PLURAL, POLICY_KIND)
 
 
 def main() -> None:
@@ -212,28 +138,30 @@ def main() -> None:
         return
     for warning in model.warnings:
         module.warn(warning)
+    desired = [(POOLS, render_pool(p)) for p in model.pools] + [(POLICIES, render_policy(p)) for p in model.policies]
     try:
-        applier = ModelApplier(KubeClient(module.params), model, module.params["prune"], module.params["adopt"])
-        applier.check_crds()
-        changes = applier.plan()
-        applier.apply(changes, dry_run=True)  # all writes pass the API's own validation first
+        objects = ManagedObjects(
+            KubeClient(module.params), desired, [POOLS, POLICIES], module.params["prune"], module.params["adopt"]
+        )
+        missing = objects.missing_crds()
+        if missing:
+            raise KubeError(f"CRDs not installed: {', '.join(missing)}; run the baremetal.l2lb.cluster role first")
+        changes = objects.plan()
+        objects.apply(changes, dry_run=True)  # all writes pass the API's own validation first
         if not module.check_mode:
-            applier.apply(changes, dry_run=False)
+            objects.apply(changes, dry_run=False)
     except KubeError as exc:
         module.fail_json(msg=str(exc))
         return
     result: dict[str, Any] = {
         "changed": bool(changes),
-        "changes": [{"action": c.action, "kind": c.kind, "name": c.name} for c in changes],
+        "changes": [c.summary() for c in changes],
         "created": [c.ref for c in changes if c.action == "create"],
         "updated": [c.ref for c in changes if c.action == "update"],
         "deleted": [c.ref for c in changes if c.action == "delete"],
     }
     if module._diff:
-        result["diff"] = {
-            "before": {c.ref: c.before for c in changes if c.before is not None},
-            "after": {c.ref: c.after for c in changes if c.after is not None},
-        }
+        result["diff"] = diff_of(changes)
     module.exit_json(**result)
 
 
