@@ -17,7 +17,7 @@ PYTEST := $(BIN)/pytest
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv collection-link lint unit integration test build lock clean crds lab molecule lab-image lab-up lab-down lab-status
+.PHONY: help setup apt venv collection-link lint unit integration test build lock clean crds bench lab molecule lab-image lab-up lab-down lab-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -107,6 +107,10 @@ lab-status: ## show the lab: nodes, PIDs, API, inventory
 # molecule needs the venv's bin/ on PATH (it calls ansible-config); scenarios live in extensions/molecule/.
 molecule: setup ## molecule scenarios on the lab: default (converge, idempotence, verify) and failover
 	cd extensions && $(abspath $(BIN))/molecule test -s default && $(abspath $(BIN))/molecule test -s failover
+
+# Not part of make test (its smoke size is: tests/integration/test_bench_smoke.py). Needs a quiet machine.
+bench: setup ## all five benchmark tables, written to benchmarks/RESULTS.md (~25 min)
+	$(BIN)/python -m benchmarks.run --size full
 
 crds: setup ## regenerate roles/cluster/files/crds.yml from the model
 	$(BIN)/python tests/render_crds.py
