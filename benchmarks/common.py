@@ -184,19 +184,9 @@ class ProcessSet:
         return proc
 
     def stop(self, proc: subprocess.Popen[Any], *, kill: bool = False, timeout: float = 10.0) -> int | None:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait(timeout)
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    stream.close()
+        from netns import terminate  # tests/ is on sys.path (setup_paths)
+
+        terminate(proc, timeout, kill=kill)
         if proc in self._procs:
             self._procs.remove(proc)
         return proc.returncode

@@ -272,7 +272,7 @@ class Lab:
     def close(self) -> None:
         """Stop our processes (by PID), delete our namespaces and the owner record. Safe to call twice."""
         for proc in reversed(self._processes):
-            _terminate(proc)
+            terminate(proc)
         self._processes.clear()
         for netns in reversed(self._namespaces):
             sh(["ip", "netns", "delete", netns], check=False)
@@ -386,7 +386,7 @@ class Lab:
 
     def stop_process(self, proc: subprocess.Popen[Any], timeout: float = 5.0) -> int | None:
         """Terminate one process started through the lab; its return code."""
-        _terminate(proc, timeout)
+        terminate(proc, timeout)
         if proc in self._processes:
             self._processes.remove(proc)
         return proc.returncode
@@ -482,10 +482,11 @@ class Lab:
         return Prober(JsonLinesProcess(proc), self)
 
 
-def _terminate(proc: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+def terminate(proc: subprocess.Popen[Any], timeout: float = 5.0, *, kill: bool = False) -> None:
+    """Stop a process we started (SIGTERM, or SIGKILL with ``kill``; SIGKILL after ``timeout``), close its pipes."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
