@@ -136,8 +136,8 @@ def _diagnose_ip(
     if probe is None:
         row["diagnosis"] = "not probed: no ARP result for this IP"
         return
-    if probe.get("diagnosis") and not responders:
-        row["diagnosis"] = str(probe["diagnosis"])
+    if probe.get("error"):  # not probed at all (wrong subnet, no raw socket): arp_probe says why
+        row["diagnosis"] = str(probe.get("diagnosis") or probe["error"])
         return
     if len(responders) > 1:
         row["diagnosis"] = (
@@ -148,7 +148,10 @@ def _diagnose_ip(
         return
     if not responders:
         ifaces = ",".join(service.get("announcing_interfaces") or []) or "its interfaces"
-        row["diagnosis"] = f"no ARP answer: node {node} should announce on {ifaces} but nothing answered"
+        row["diagnosis"] = (
+            f"no ARP answer: node {node} should announce on {ifaces} but nothing answered; its agent is alive, "
+            "so look at its log (responder errors, link down) and at what filters ARP between here and it"
+        )
         return
     owner = owners.get(responders[0]["mac"].lower())
     if owner is None and by_cilium:

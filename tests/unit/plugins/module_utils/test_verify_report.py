@@ -28,8 +28,12 @@ def _svc(ips: tuple[str, ...] = ("198.18.0.241",), node: str = "n2", conditions:
     }
 
 
-def _probe(*macs: str, diagnosis: str = "") -> dict[str, Any]:
-    return {"198.18.0.241": {"responders": [{"mac": m, "replies": 3} for m in macs], "diagnosis": diagnosis}}
+def _probe(*macs: str, error: str | None = None, diagnosis: str = "") -> dict[str, Any]:
+    """An arp_probe result as the module returns it: unanswered probes carry the module's own diagnosis too."""
+    if not macs and not error and not diagnosis:
+        diagnosis = "no host answered 3 who-has for 198.18.0.241 on eth0 (0.5 s each): nothing announces it"
+    responders = [{"mac": m, "replies": 3} for m in macs]
+    return {"198.18.0.241": {"responders": responders, "error": error, "diagnosis": diagnosis or None}}
 
 
 TCP_OK = [{"ip": "198.18.0.241", "port": 80, "ok": True}]
@@ -52,7 +56,8 @@ def test_healthy_service_row_and_table() -> None:
 
 def test_wrong_subnet_prober() -> None:
     text = "this host has no interface in a subnet containing 198.18.0.241 — ARP only works on the same L2 segment"
-    row = _only_row(build_report([_svc()], _leases(), _probe(diagnosis=text), []))
+    probe = _probe(error="no directly attached subnet contains 198.18.0.241", diagnosis=text)
+    row = _only_row(build_report([_svc()], _leases(), probe, []))
     assert not row["ok"] and row["diagnosis"] == text
 
 
@@ -93,7 +98,7 @@ def test_stale_heartbeat() -> None:
 
 def test_no_arp_answer() -> None:
     row = _only_row(build_report([_svc()], _leases(), _probe(), TCP_OK))
-    assert row["diagnosis"] == "no ARP answer: node n2 should announce on host0 but nothing answered"
+    assert row["diagnosis"].startswith("no ARP answer: node n2 should announce on host0 but nothing answered;")
 
 
 def test_split_brain_names_both_nodes() -> None:

@@ -1,0 +1,372 @@
+"""verify.yml on the lab, one real failure at a time: each diagnosis the report promises is provoked on the
+running lab and the report must name it.
+
+The module brings up its own lab (own state and inventory directories), runs site.yml and the demo
+Services as `make lab` does, then for each failure mode breaks something real, runs verify.yml with
+``verify_fail_on_problems=false`` and a report file, asserts the report's line, repairs, and checks that
+the lab serves again (TCP from the client reaches the node the Service is assigned to) before the next.
+
+    no IP             Services the controller refused: an IPv6-only Service (no pool matches), a request
+                      for an IP another Service holds, more Services than the pool has addresses
+    no eligible node  the worker label removed from the Nodes (selector), or the policy's interface regex
+                      matching nothing (interface)
+    stale heartbeat   every agent frozen with SIGSTOP: the Leases stay, nobody renews them
+    split brain       a second ARP responder (the agent's own responder, run by hand) on the other worker
+    no ARP answer     the holder's ARP for the IP dropped on its bridge port (ebtables, on the lab bridge only)
+    MAC of another    both: the holder cannot be heard and the other worker answers for the IP
+    TCP fails         the holder's kube-proxy emulation stopped: ARP fine, nothing behind the IP
+    wrong subnet      the prober's address narrowed to a /29 that does not hold the pool
+
+Every change is undone in ``finally``; all of it stays inside the lab's nodes, client namespace and bridge.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+from lab_harness import Lab, lab, lab_up
+
+pytestmark = [pytest.mark.lab]
+
+NAMESPACE = "default"
+ECHO = "lab-echo"
+ECHO_IP = "198.18.0.241"
+DEMO = ("lab-echo", "lab-dns-tcp", "lab-dns-udp")
+WORKERS = ("l2lb-node2", "l2lb-node3")
+WORKER_LABEL = "node-role.kubernetes.io/worker"
+ANNOUNCING_NODE = "l2lb.io/announcing-node"
+AGENT_PYTHON = "/opt/l2lb/venv/bin/python"
+DIAG_NS = "l2lb-diag"
+POLICY = ("l2lb.io", "v1alpha1", "l2announcementpolicies", "workers")
+NODE_BY_NAME = {node.name: node for node in lab.NODES}
+
+
+@dataclass
+class Report:
+    text: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def row(self, service: str, ip: str = "") -> str:
+        """The table row of a service (and IP) and its diagnosis line, if any."""
+        for index, line in enumerate(self.lines):
+            cells = line.split()
+            if cells and cells[0] == service and (not ip or cells[1] == ip):
+                following = self.lines[index + 1] if index + 1 < len(self.lines) else ""
+                return line + ("\n" + following if following.lstrip().startswith("->") else "")
+        raise AssertionError(f"no row for {service} {ip} in the report:\n{self.text}")
+
+    def diagnosis(self, service: str, ip: str = "") -> str:
+        row = self.row(service, ip)
+        assert row.split("\n")[0].rstrip().endswith("FAIL"), f"{service} should FAIL:\n{self.text}"
+        return row.split("->", 1)[1].strip()
+
+
+class Converged:
+    """The lab after site.yml and the demo Services, with what the scenarios need to break and mend it."""
+
+    def __init__(self, running: Lab, workdir: Path) -> None:
+        self.lab = running
+        self.workdir = workdir
+        self.api = config.new_client_from_config(config_file=running.state["api"]["kubeconfig"])
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.runs = 0
+
+    # -- verify.yml -----------------------------------------------------------------------------
+
+    def verify(self, namespace: str = NAMESPACE) -> Report:
+        self.runs += 1
+        report_file = self.workdir / f"report-{self.runs:02d}.txt"
+        proc = self.lab.playbook(
+            "verify.yml",
+            "-e",
+            "verify_fail_on_problems=false",
+            "-e",
+            f"verify_report_file={report_file}",
+            "-e",
+            f"verify_service_namespace={namespace}",
+            timeout=300,
+        )
+        assert proc.returncode == 0, f"verify.yml failed itself:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+        report = Report(report_file.read_text())
+        print(f"\n{report.text}")
+        return report
+
+    # -- the API --------------------------------------------------------------------------------
+
+    def holder(self, name: str = ECHO, namespace: str = NAMESPACE) -> str:
+        service = self.core.read_namespaced_service(name, namespace)
+        return (service.metadata.annotations or {}).get(ANNOUNCING_NODE, "")
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(0.3)
+
+    def serving(self) -> bool:
+        """Every demo Service assigned to a worker and the echo IP's TCP answered by that worker."""
+        holders = {name: self.holder(name) for name in DEMO}
+        if not all(holder in WORKERS for holder in holders.values()):
+            return False
+        try:
+            return lab.echo_from_client(ECHO_IP, 80) == holders[ECHO]
+        except lab.LabError:
+            return False
+
+    def wait_serving(self, timeout: float = 45) -> None:
+        self.wait_for("the demo Services to be served by their assigned worker again", self.serving, timeout)
+
+    # -- the lab --------------------------------------------------------------------------------
+
+    def in_node(self, node: str, *cmd: str) -> str:
+        return self.lab.in_node(node, *cmd)
+
+    def other_worker(self, node: str) -> str:
+        return next(worker for worker in WORKERS if worker != node)
+
+    def forget_neighbour(self, ip: str) -> None:
+        """Drop the client's ARP cache entry so the next connection asks the wire again."""
+        lab.run(["ip", "-n", lab.CLIENT_NS, "neigh", "flush", "to", ip, "dev", lab.CLIENT_IF], check=False)
+
+    @contextmanager
+    def rogue_speaker(self, node: str, ip: str) -> Iterator[None]:
+        """The agent's own ARP responder, run by hand on ``node``, answering for ``ip`` (until stdin closes)."""
+        cmd = [AGENT_PYTHON, "-m", "l2lb_agent.speaker.runner", "--iface", "host0", "--ip", ip, "--control"]
+        proc = subprocess.Popen(
+            lab.in_node(self.lab.init_pid(node), cmd),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            assert '"ready"' in ready, f"rogue speaker on {node} did not start: {ready!r}"
+            yield
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()  # --control: end of input stops it cleanly
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            self.forget_neighbour(ip)
+
+    @contextmanager
+    def arp_dropped(self, node: str, ip: str) -> Iterator[None]:
+        """Drop the ARP frames ``node`` sends about ``ip`` where they enter the lab bridge (its veth port)."""
+        rule = ["FORWARD", "-i", NODE_BY_NAME[node].veth, "-p", "ARP", "--arp-ip-src", ip, "-j", "DROP"]
+        lab.run(["ebtables-nft", "-A", *rule])
+        try:
+            yield
+        finally:
+            lab.run(["ebtables-nft", "-D", *rule])
+            self.forget_neighbour(ip)
+
+    @contextmanager
+    def agents_frozen(self) -> Iterator[None]:
+        nodes = [node.name for node in lab.NODES]
+        try:
+            for node in nodes:
+                self.in_node(node, "systemctl", "kill", "--signal=SIGSTOP", "l2lb-agent.service")
+            yield
+        finally:
+            for node in nodes:
+                self.in_node(node, "systemctl", "kill", "--signal=SIGCONT", "l2lb-agent.service")
+
+
+@pytest.fixture(scope="module")
+def converged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Converged]:
+    base = tmp_path_factory.mktemp("diagnoses")
+    with lab_up(base) as running:
+        for playbook in ("site.yml", "tests/lab/demo_services.yml"):
+            started = time.monotonic()
+            proc = running.playbook(playbook)
+            assert proc.returncode == 0, f"{playbook} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+            print(f"{playbook} took {time.monotonic() - started:.1f}s")
+        lab_ = Converged(running, base)
+        lab_.wait_serving()
+        yield lab_
+
+
+@pytest.fixture
+def lab_(converged: Converged) -> Iterator[Converged]:
+    """Every scenario starts from a serving lab and must leave one behind."""
+    converged.wait_serving()
+    yield converged
+    converged.wait_serving()
+
+
+def test_healthy_lab_reports_every_service_ok(lab_: Converged) -> None:
+    report = lab_.verify()
+    for name in DEMO:
+        row = report.row(f"{NAMESPACE}/{name}")
+        assert row.rstrip().endswith("OK"), report.text
+        assert lab_.holder(name) in row and f"{lab_.holder(name)}/host0" in row, report.text
+    assert "->" not in report.text
+    assert re.search(r"^controller: l2lb-node\d; nodes with a live heartbeat: l2lb-node1, l2lb-node2, l2lb-node3$",
+                     report.text, re.M), report.text  # fmt: skip
+
+
+def _service(name: str, ports: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    annotations = spec.pop("annotations", {})
+    return {
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": ports, **spec},
+    }
+
+
+def test_no_ip_pool_exhausted_no_pool_matches_requested_ip_taken(lab_: Converged) -> None:
+    udp = [{"name": "syslog", "port": 514, "protocol": "UDP"}]  # no TCP check: the fillers only take IPs
+    free = 14 - 2  # the /28 gives .241-.254; lab-echo and the lab-dns pair hold two
+    fillers = [f"fill-{n:02d}" for n in range(1, free + 2)]
+    lab_.core.create_namespace({"metadata": {"name": DIAG_NS}})
+    try:
+        for name in fillers:
+            lab_.core.create_namespaced_service(DIAG_NS, _service(name, udp))
+        lab_.core.create_namespaced_service(DIAG_NS, _service("v6-only", udp, ipFamilies=["IPv6"],
+                                                              ipFamilyPolicy="SingleStack"))  # fmt: skip
+        taken = _service("wants-taken", udp, annotations={"l2lb.io/ips": ECHO_IP})
+        lab_.core.create_namespaced_service(DIAG_NS, taken)
+
+        def settled() -> bool:
+            services = lab_.core.list_namespaced_service(DIAG_NS).items
+            decided = 0
+            for service in services:
+                conditions = (service.status.conditions or []) if service.status else []
+                refused = any(c.type.endswith("IPAllocated") and c.status == "False" for c in conditions)
+                placed = bool((service.metadata.annotations or {}).get(ANNOUNCING_NODE))
+                decided += refused or placed
+            return decided == len(fillers) + 2
+
+        lab_.wait_for("the controller to place or refuse every Service", settled)
+        report = lab_.verify(DIAG_NS)
+        assert "no IP: no pool matches: no pool with IPv6 addresses selects the Service" in report.diagnosis(
+            f"{DIAG_NS}/v6-only"
+        ), report.text
+        taken_why = report.diagnosis(f"{DIAG_NS}/wants-taken")
+        assert taken_why.startswith(f"no IP: requested IP unavailable: requested IP {ECHO_IP}"), report.text
+        assert f"{NAMESPACE}/{ECHO}" in taken_why, report.text  # names who holds it
+        rows = {name: report.row(f"{DIAG_NS}/{name}") for name in fillers}
+        exhausted = [name for name, row in rows.items() if "no IP: pool exhausted" in row]
+        assert len(exhausted) == 1, report.text
+        assert 'pool "lab"' in rows[exhausted[0]], report.text
+        ok = [name for name, row in rows.items() if row.rstrip().endswith("OK")]
+        assert len(ok) == free, report.text
+    finally:
+        for service in lab_.core.list_namespaced_service(DIAG_NS).items:
+            lab_.core.delete_namespaced_service(service.metadata.name, DIAG_NS)
+        lab_.core.delete_namespace(DIAG_NS)
+
+
+def test_no_eligible_node_when_no_node_carries_the_selected_label(lab_: Converged) -> None:
+    try:
+        for worker in WORKERS:
+            lab_.core.patch_node(worker, {"metadata": {"labels": {WORKER_LABEL: None}}})
+        lab_.wait_for("the Services to lose their node", lambda: not any(lab_.holder(name) for name in DEMO))
+        report = lab_.verify()
+        why = report.diagnosis(f"{NAMESPACE}/{ECHO}")
+        assert why.startswith("no eligible node:") and 'no policy selects any alive node (policy "workers")' in why, (
+            report.text
+        )
+    finally:
+        for worker in WORKERS:
+            lab_.core.patch_node(worker, {"metadata": {"labels": {WORKER_LABEL: "true"}}})
+
+
+def test_no_eligible_node_when_no_interface_matches_the_policy(lab_: Converged) -> None:
+    group, version, plural, name = POLICY
+    original = lab_.custom.get_cluster_custom_object(group, version, plural, name)["spec"]["interfaces"]
+    try:
+        lab_.custom.patch_cluster_custom_object(group, version, plural, name, {"spec": {"interfaces": ["^bond0$"]}})
+        lab_.wait_for("the Services to lose their node", lambda: not any(lab_.holder(name) for name in DEMO))
+        report = lab_.verify()
+        why = report.diagnosis(f"{NAMESPACE}/{ECHO}")
+        assert why.startswith("no eligible node:"), report.text
+        assert "have no up interface matching ^bond0$" in why and '(policy "workers")' in why, report.text
+        assert "l2lb-node2" in why and "l2lb-node3" in why, report.text
+    finally:
+        lab_.custom.patch_cluster_custom_object(group, version, plural, name, {"spec": {"interfaces": original}})
+
+
+def test_stale_heartbeat_when_the_agents_are_frozen(lab_: Converged) -> None:
+    holder = lab_.holder()
+    with lab_.agents_frozen():
+        report = lab_.verify()
+    why = report.diagnosis(f"{NAMESPACE}/{ECHO}")
+    assert why.startswith(f"stale heartbeat: node {holder}'s lease did not change while observed"), report.text
+    assert "STALE" in report.row(f"{NAMESPACE}/{ECHO}"), report.text
+    assert "nodes with a live heartbeat: none" in report.text, report.text
+
+
+def test_split_brain_when_a_second_node_answers(lab_: Converged) -> None:
+    holder = lab_.holder()
+    rogue = lab_.other_worker(holder)
+    with lab_.rogue_speaker(rogue, ECHO_IP):
+        report = lab_.verify()
+    why = report.diagnosis(f"{NAMESPACE}/{ECHO}", ECHO_IP)
+    assert why.startswith("split brain:") and why.endswith("both answer ARP"), report.text
+    assert f"{NODE_BY_NAME[holder].mac} ({holder}/host0)" in why, report.text
+    assert f"{NODE_BY_NAME[rogue].mac} ({rogue}/host0)" in why, report.text
+
+
+def test_no_answer_then_mac_of_another_node(lab_: Converged) -> None:
+    holder = lab_.holder()
+    rogue = lab_.other_worker(holder)
+    with lab_.arp_dropped(holder, ECHO_IP):
+        silent = lab_.verify()
+        assert silent.diagnosis(f"{NAMESPACE}/{ECHO}").startswith(
+            f"no ARP answer: node {holder} should announce on host0 but nothing answered"
+        ), silent.text
+        with lab_.rogue_speaker(rogue, ECHO_IP):
+            report = lab_.verify()
+    why = report.diagnosis(f"{NAMESPACE}/{ECHO}")
+    assert why == (f"MAC {NODE_BY_NAME[rogue].mac} belongs to node {rogue}, but the assignment says {holder}"), (
+        report.text
+    )
+
+
+def test_arp_fine_but_tcp_fails_without_the_dataplane(lab_: Converged) -> None:
+    holder = lab_.holder()
+    try:
+        lab_.in_node(holder, "systemctl", "stop", "l2lb-kube-proxy.service")
+        report = lab_.verify()
+    finally:
+        lab_.in_node(holder, "systemctl", "start", "l2lb-kube-proxy.service")
+    why = report.diagnosis(f"{NAMESPACE}/{ECHO}")
+    assert why.startswith(f"ARP fine ({holder} answers) but TCP fails on port 80"), report.text
+    assert "dataplane problem" in why, report.text
+    assert f"{holder}/host0" in report.row(f"{NAMESPACE}/{ECHO}"), report.text
+    # The UDP half of the shared IP has no TCP port to check: it stays OK.
+    assert report.row(f"{NAMESPACE}/lab-dns-udp").rstrip().endswith("OK"), report.text
+
+
+def test_prober_outside_the_subnet_is_told_so(lab_: Converged) -> None:
+    address = f"{lab.CLIENT_IP}/24"
+    narrow = f"{lab.CLIENT_IP}/29"  # .0-.7: the pool .240/28 is no longer on the prober's link
+    ip_client = ["ip", "-n", lab.CLIENT_NS, "addr"]
+    try:
+        lab.run([*ip_client, "replace", narrow, "dev", lab.CLIENT_IF])
+        lab.run([*ip_client, "del", address, "dev", lab.CLIENT_IF], check=False)
+        report = lab_.verify()
+    finally:
+        lab.run([*ip_client, "replace", address, "dev", lab.CLIENT_IF])
+        lab.run([*ip_client, "del", narrow, "dev", lab.CLIENT_IF], check=False)
+    why = report.diagnosis(f"{NAMESPACE}/{ECHO}")
+    assert f"this host has no interface in a subnet containing {ECHO_IP}" in why, report.text
