@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from l2lb_agent.kube import ApiError
+from l2lb_agent.kube import SERVICES, ApiError
 from l2lb_agent.metrics import Metrics
 from l2lb_agent.speaker.runtime import SpeakerRuntime, assignments_for
 
@@ -24,11 +24,18 @@ def svc(name: str, ip: str, node: str, rv: str = "1") -> dict[str, Any]:
 
 
 class FakeInformer:
+    """The Informer calls the speaker makes; it fires no handlers, so tests call ``notify()`` themselves."""
+
+    resource = SERVICES
+
     def __init__(self, *services: dict[str, Any]) -> None:
         self.objects = {f"default/{s['metadata']['name']}": s for s in services}
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         return dict(self.objects)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.objects.get(key)
 
     def items(self) -> list[dict[str, Any]]:
         return list(self.objects.values())

@@ -19,6 +19,13 @@
   answered (and announced) only after the API confirms them, asking again until it answers; if it
   has not answered within ``link_verify_timeout`` (the agent uses the heartbeat lease duration), they
   are answered as they were (fail-static), and the fence above guards against a split brain.
+
+Cost per Service event is proportional to the change, not to the number of Services: the informer's
+handler only marks the changed Service's key dirty, and the speaker thread re-reads and re-parses just
+those Services (:class:`AssignmentIndex`), then recomputes what it answers only for the IPs they
+touched. Everything is recomputed from the whole cache only when the caller does not say what
+changed (``notify()`` without an event, the informer's first sync) or when what decides answering as
+a whole (node gone, fenced IPs, held IPs, unusable interfaces) changes.
 """
 
 from __future__ import annotations
@@ -69,6 +76,83 @@ def assignments_for(node: str, services: Mapping[str, Mapping[str, Any]]) -> dic
     return result
 
 
+Assignment = dict[str, list[str]]  # {"interfaces": [...], "services": [...]}, as assignments_for gives
+
+
+class AssignmentIndex:
+    """:func:`assignments_for` kept current one Service at a time.
+
+    Each Service's share (the IPs it gives ``node``) is kept by its cache key, and each IP knows the
+    Services that give it; folding in one Service re-parses only that Service and rebuilds only the
+    entries of the IPs it gave or gives. ``assignments`` always equals ``assignments_for`` over the
+    Services folded in, taken in key order (which only orders the lists of an IP several Services
+    share). Entries are replaced, never changed in place, so copies handed out stay valid.
+
+    Not thread-safe: one thread (the speaker's) folds Services in.
+    """
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.assignments: dict[str, Assignment] = {}
+        self._shares: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {}  # key -> ip -> (interfaces, service)
+        self._keys_by_ip: dict[str, set[str]] = {}
+
+    @classmethod
+    def build(cls, node: str, services: Mapping[str, Mapping[str, Any]]) -> AssignmentIndex:
+        index = cls(node)
+        for key, service in services.items():
+            index.update(key, service)
+        return index
+
+    def update(self, key: str, service: Mapping[str, Any] | None) -> dict[str, Assignment | None]:
+        """Fold in the current Service under ``key`` (None: it is gone); returns ip -> new entry (None: removed)."""
+        share = self._share(service) if service is not None else {}
+        old = self._shares.get(key, {})
+        if share == old:
+            return {}
+        if share:
+            self._shares[key] = share
+        else:
+            self._shares.pop(key, None)
+        for ip in old.keys() - share.keys():
+            keys = self._keys_by_ip[ip]
+            keys.discard(key)
+            if not keys:
+                del self._keys_by_ip[ip]
+        for ip in share:
+            self._keys_by_ip.setdefault(ip, set()).add(key)
+        changes: dict[str, Assignment | None] = {}
+        for ip in old.keys() | share.keys():
+            entry = self._entry(ip)
+            if entry == self.assignments.get(ip):
+                continue
+            if entry is None:
+                del self.assignments[ip]
+            else:
+                self.assignments[ip] = entry
+            changes[ip] = entry
+        return changes
+
+    def _share(self, service: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...], str]]:
+        annotations = (service.get("metadata") or {}).get("annotations") or {}
+        announcements = parse_announcements(annotations, ingress_ips(service))
+        name = service_key(service)
+        return {ip: (a.interfaces, name) for ip, a in announcements.items() if a.node == self.node}
+
+    def _entry(self, ip: str) -> Assignment | None:
+        keys = self._keys_by_ip.get(ip)
+        if not keys:
+            return None
+        entry: Assignment = {"interfaces": [], "services": []}
+        for key in sorted(keys):
+            interfaces, name = self._shares[key][ip]
+            for interface in interfaces:
+                if interface not in entry["interfaces"]:
+                    entry["interfaces"].append(interface)
+            entry["services"].append(name)
+        return entry
+
+
 class SpeakerRuntime:
     """Drives a responder from the Service informer; see the module docstring.
 
@@ -108,7 +192,15 @@ class SpeakerRuntime:
         self._verify_retry_at: float | None = None
         self._applied: dict[str, list[str]] = {}
         self._held: dict[str, list[str]] | None = None  # draining: ip -> interfaces still answered
-        self._assigned: dict[str, dict[str, list[str]]] = {}
+        self._assigned: dict[str, dict[str, list[str]]] = {}  # published copy of the index (under _lock)
+        # Which Services changed since the speaker thread last looked (informer threads add, it takes).
+        self._dirty_lock = threading.Lock()
+        self._dirty: set[str] = set()
+        self._rebuild = True  # the first round reads whatever the informer already holds
+        # Owned by the speaker thread:
+        self._index = AssignmentIndex(node)
+        self._touched: set[str] = set()  # IPs whose assignment changed since the last recompute
+        self._inputs: tuple[Any, ...] | None = None  # (gone, fenced, held, suspended) of the last recompute
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self.listeners: list[Callable[[], None]] = []
@@ -129,8 +221,23 @@ class SpeakerRuntime:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def notify(self, *_: Any) -> None:
-        """Services changed (informer handler signature compatible)."""
+    def notify(
+        self,
+        kind: str | None = None,
+        old: Mapping[str, Any] | None = None,
+        new: Mapping[str, Any] | None = None,
+        *_: Any,
+    ) -> None:
+        """Services changed (an informer handler): the Service in the event, or, not told which, any of them.
+
+        Cheap and non-blocking (it runs on the informer thread): it only notes the key for the speaker thread.
+        """
+        keys = [self.services.resource.key(obj) for obj in (old, new) if obj]
+        with self._dirty_lock:
+            if kind in ("ADDED", "MODIFIED", "DELETED") and keys:
+                self._dirty.update(keys)
+            else:
+                self._rebuild = True
         self._wake.set()
 
     def on_conflict(self, ip: str, ifname: str, other_mac: str) -> None:
@@ -256,35 +363,74 @@ class SpeakerRuntime:
                 return None
             return max(0.0, min(times) - time.monotonic())
 
+    def _refresh_index(self) -> None:
+        """Fold the Services that changed since the last call into the index and publish the result.
+
+        Takes the dirty keys before reading the cache, and handlers mark keys after the cache changed,
+        so a change is never lost: at worst a key is read twice. Anything going wrong rebuilds next time.
+        """
+        with self._dirty_lock:
+            rebuild, self._rebuild = self._rebuild, False
+            dirty, self._dirty = self._dirty, set()
+        try:
+            if rebuild:
+                self._index = AssignmentIndex.build(self.node, self.services.snapshot())
+                with self._lock:
+                    self._assigned = dict(self._index.assignments)
+                self._inputs = None  # every IP may have changed: recompute what we answer from scratch
+                return
+            changes: dict[str, Assignment | None] = {}
+            for key in dirty:
+                changes.update(self._index.update(key, self.services.get(key)))
+        except BaseException:
+            with self._dirty_lock:
+                self._rebuild = True
+            raise
+        if not changes:
+            return
+        with self._lock:
+            for ip, entry in changes.items():
+                if entry is None:
+                    self._assigned.pop(ip, None)
+                else:
+                    self._assigned[ip] = entry
+        self._touched.update(changes)
+
     def _recompute(self) -> None:
-        assigned = assignments_for(self.node, self.services.snapshot())
+        self._refresh_index()
         with self._lock:
             gone = bool(self._gone)
-            fenced = set(self._fenced)
-            held = dict(self._held or {})
-            suspended = self._links_down | set(self._links_unverified)
-        desired: dict[str, list[str]] = {}
-        if not gone:
-            for ip, entry in assigned.items():
-                interfaces = sorted(i for i in entry["interfaces"] if i not in suspended)
-                if ip in fenced or not interfaces or not _is_ipv4(ip):
-                    continue  # IPv6 (NDP) is not answered yet; an assignment without interfaces is unusable
-                desired[ip] = interfaces
-            for ip, interfaces in held.items():
-                usable = [i for i in interfaces if i not in suspended]
-                if usable:
-                    desired.setdefault(ip, usable)
-        with self._lock:
-            self._assigned = assigned
+            fenced = frozenset(self._fenced)
+            held = dict(self._held) if self._held is not None else None
+            suspended = frozenset(self._links_down | set(self._links_unverified))
             previous = self._applied
-        if desired != previous:
+        assigned = self._assigned  # only this thread changes it
+        inputs = (gone, fenced, held, suspended)
+        # What we answer for an IP depends on its assignment and on these inputs; while they stay the
+        # same, only the IPs whose assignment changed need a look.
+        ips = (set(assigned) | set(held or {}) | set(previous)) if inputs != self._inputs else self._touched
+        self._touched = set()
+        self._inputs = None  # until this round is through: should it fail, the next one looks at everything
+        changes: dict[str, list[str] | None] = {}
+        for ip in ips:
+            want = None if gone else _answer(ip, assigned.get(ip), ip in fenced, (held or {}).get(ip), suspended)
+            if want != previous.get(ip):
+                changes[ip] = want
+        desired = previous
+        if changes:
+            desired = dict(previous)
+            for ip, want in changes.items():
+                if want is None:
+                    desired.pop(ip, None)
+                else:
+                    desired[ip] = want
             if self.responder is not None:
                 try:
                     self.responder.set_assignments(desired)
                 except ValueError as exc:
                     self._log.warning("responder refused the assignments", extra=fields(error=str(exc)))
-            added = sorted(set(desired) - set(previous))
-            removed = sorted(set(previous) - set(desired))
+            added = sorted(ip for ip, want in changes.items() if want is not None and ip not in previous)
+            removed = sorted(ip for ip, want in changes.items() if want is None)
             if added or removed:
                 self._log.info(
                     "announcements changed",
@@ -293,6 +439,7 @@ class SpeakerRuntime:
             with self._lock:
                 self._applied = desired
             self._metrics.announced_ips.set(len(desired))
+        self._inputs = inputs
         with self._changed:
             self._changed.notify_all()
         for listener in list(self.listeners):
@@ -345,8 +492,8 @@ class SpeakerRuntime:
         now = time.monotonic()
         if self._verify_retry_at is not None and now < self._verify_retry_at:
             return
-        assigned = assignments_for(self.node, self.services.snapshot())
-        ips = sorted(ip for ip, entry in assigned.items() if set(pending) & set(entry["interfaces"]))
+        self._refresh_index()
+        ips = sorted(ip for ip, entry in self.assigned().items() if set(pending) & set(entry["interfaces"]))
         reachable = all(self._confirm(ip) is not None for ip in ips)  # stops at the first unanswered
         now = time.monotonic()
         done = set(pending) if reachable else {name for name, deadline in pending.items() if deadline <= now}
@@ -396,11 +543,28 @@ class SpeakerRuntime:
                     continue
                 return None
             self.services.store_written(service)
+            with self._dirty_lock:  # the informer tells us too, but only when it is news to its cache
+                self._dirty.add(self.services.resource.key(service))
             annotations = (service.get("metadata") or {}).get("annotations") or {}
             announcement = parse_announcements(annotations, ingress_ips(service)).get(ip)
             if announcement is not None and announcement.node == self.node:
                 ours = True
         return ours
+
+
+def _answer(
+    ip: str, entry: Assignment | None, fenced: bool, held: list[str] | None, suspended: frozenset[str]
+) -> list[str] | None:
+    """The interfaces to answer ``ip`` on (None: not answered), for a node that is not gone."""
+    if entry is not None and not fenced and _is_ipv4(ip):
+        interfaces = sorted(i for i in entry["interfaces"] if i not in suspended)
+        if interfaces:  # IPv6 (NDP) is not answered yet; an assignment without interfaces is unusable
+            return interfaces
+    if held is not None:  # draining: what we answered before it moved, or before it was fenced
+        usable = [i for i in held if i not in suspended]
+        if usable:
+            return usable
+    return None
 
 
 def _is_ipv4(ip: str) -> bool:
