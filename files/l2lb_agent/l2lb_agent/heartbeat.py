@@ -28,6 +28,7 @@ from .controller.types import InterfaceInfo
 from .kube import ApiError, KubeClient, resource_version
 from .logs import fields
 from .metrics import Metrics
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +311,7 @@ class LeaseObserver:
 InterfacesSource = Callable[[], Sequence[InterfaceInfo]]
 
 
-class Heartbeat:
+class Heartbeat(Worker):
     """Renews this node's heartbeat Lease; see the module docstring."""
 
     def __init__(
@@ -325,6 +326,7 @@ class Heartbeat:
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         clock_skew: float = 0.0,
     ) -> None:
+        super().__init__(f"l2lb-heartbeat-{node}")
         self.kube = kube
         self.namespace = namespace
         self.node = node
@@ -335,10 +337,7 @@ class Heartbeat:
         self._interfaces = interfaces or (lambda: ())
         self._metrics = metrics or kube.metrics
         self._log = logger or log
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._paused = threading.Event()
-        self._thread: threading.Thread | None = None
         self._rv = ""
         self._acquire_time: str | None = None
         self._draining = False
@@ -348,20 +347,6 @@ class Heartbeat:
         # A request must not outlast the lease: keep it within half the duration.
         half = max(0.2, timing.lease_duration / 2)
         self._timeout = (min(1.0, half), half)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"l2lb-heartbeat-{self.node}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5.0)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def pause(self, paused: bool = True) -> None:
         """Stop renewing without deleting anything (tests: a node that hangs)."""

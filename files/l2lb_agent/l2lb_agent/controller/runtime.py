@@ -29,6 +29,7 @@ from ..heartbeat import NODE_LEASE_PREFIX, LeaseObserver
 from ..kube import ApiError, Informer, KubeClient
 from ..logs import fields
 from ..metrics import Metrics
+from ..worker import Worker
 from . import conditions as cond
 from .announcements import format_announcements, parse_announcements
 from .conditions import Condition
@@ -394,7 +395,7 @@ class LostLeadership(Exception):
     """Raised mid-reconcile when this agent stops being the controller: write nothing more."""
 
 
-class ControllerRuntime:
+class ControllerRuntime(Worker):
     """Runs reconcile rounds while this agent is the leader; see the module docstring."""
 
     def __init__(
@@ -409,6 +410,7 @@ class ControllerRuntime:
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         debounce: float = 0.01,
     ) -> None:
+        super().__init__(f"l2lb-controller-{node}")
         self.kube = kube
         self.caches = caches
         self.observer = observer
@@ -417,12 +419,9 @@ class ControllerRuntime:
         self._metrics = metrics or kube.metrics
         self._log = logger or log
         self._debounce = debounce
-        self._dirty = threading.Event()
-        self._stopping = threading.Event()
         self._round = threading.Lock()  # held for a whole round: deactivate + wait_idle never cut one short
         self._active = False
         self._settling = False
-        self._thread: threading.Thread | None = None
         self._retry_at: float | None = None
         self._failures = 0
         self._invalid_seen: dict[str, str] = {}
@@ -434,25 +433,15 @@ class ControllerRuntime:
 
     # ---- control ----
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"l2lb-controller-{self.node}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._dirty.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5.0)
-
     def activate(self) -> None:
         """We became the controller: rebuild everything from the API objects (once liveness is known)."""
         self._settling = True
         self._active = True
-        self._dirty.set()
+        self._wake.set()
 
     def deactivate(self) -> None:
         self._active = False
-        self._dirty.set()
+        self._wake.set()
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
         """Deactivate and wait for a round in progress to finish (graceful shutdown)."""
@@ -471,23 +460,19 @@ class ControllerRuntime:
         """Just took over and waiting until every heartbeat was seen changing or expired."""
         return self._active and self._settling
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def notify(self, *_: Any) -> None:
         """Something the controller reads changed (informer handler signature compatible)."""
-        self._dirty.set()
+        self._wake.set()
 
     # ---- the loop ----
 
     def _run(self) -> None:
         while not self._stopping.is_set():
-            self._dirty.wait(self._next_wakeup())
+            self._wake.wait(self._next_wakeup())
             if self._stopping.is_set():
                 break
             if not self._active or not self._is_leader():
-                self._dirty.clear()
+                self._wake.clear()
                 continue
             if not self.caches.synced():
                 self._stopping.wait(0.05)
@@ -496,12 +481,12 @@ class ControllerRuntime:
                 settled = self.observer.settled_at(NODE_LEASE_PREFIX)
                 if settled is not None and settled > time.monotonic():
                     self._retry_at = settled + 0.005  # wake then, or earlier when a lease changes
-                    self._dirty.clear()
+                    self._wake.clear()
                     continue
                 self._settling = False
             # Coalesce a burst of events (a re-list, a pool edit touching many Services) into one round.
             self._stopping.wait(self._debounce)
-            self._dirty.clear()
+            self._wake.clear()
             self._retry_at = None
             try:
                 with self._round:

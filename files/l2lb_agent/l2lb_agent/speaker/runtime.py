@@ -43,6 +43,7 @@ from ..controller.objects import ingress_ips, service_key
 from ..kube import ApiError, Informer, KubeClient
 from ..logs import fields
 from ..metrics import Metrics
+from ..worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class AssignmentIndex:
         return entry
 
 
-class SpeakerRuntime:
+class SpeakerRuntime(Worker):
     """Drives a responder from the Service informer; see the module docstring.
 
     Without a responder (speaker disabled) it still computes what this node is assigned, which the
@@ -172,6 +173,7 @@ class SpeakerRuntime:
         fence_timeout: float = FENCE_TIMEOUT,
         link_verify_timeout: float = LINK_VERIFY_TIMEOUT,
     ) -> None:
+        super().__init__(f"l2lb-speaker-{node}")
         self.node = node
         self.services = services
         self.kube = kube
@@ -180,8 +182,6 @@ class SpeakerRuntime:
         self._log = logger or log
         self._fence_timeout = fence_timeout
         self._link_verify_timeout = link_verify_timeout
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
         self._conflicts: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._fenced: dict[str, float] = {}  # ip -> monotonic time of the next API check
@@ -202,24 +202,9 @@ class SpeakerRuntime:
         self._touched: set[str] = set()  # IPs whose assignment changed since the last recompute
         self._inputs: tuple[Any, ...] | None = None  # (gone, fenced, held, suspended) of the last recompute
         self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
         self.listeners: list[Callable[[], None]] = []
 
     # ---- control ----
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"l2lb-speaker-{self.node}", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5.0)
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def notify(
         self,
