@@ -201,8 +201,11 @@ def converged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Converged]:
             assert proc.returncode == 0, f"{playbook} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
             print(f"{playbook} took {time.monotonic() - started:.1f}s")
         lab_ = Converged(running, base)
-        lab_.wait_serving()
-        yield lab_
+        try:
+            lab_.wait_serving()
+            yield lab_
+        finally:
+            lab_.api.close()
 
 
 @pytest.fixture
