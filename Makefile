@@ -61,6 +61,8 @@ integration: setup ## tests with real processes, sockets, namespaces and the API
 build: setup ## build the collection tarball and install it into a scratch path
 	rm -rf $(BUILD)/dist $(BUILD)/install && mkdir -p $(BUILD)/dist
 	$(BIN)/ansible-galaxy collection build --force --output-path $(BUILD)/dist .
+	@if tar tzf $(BUILD)/dist/baremetal-l2lb-*.tar.gz | grep -E '(^|/)(\.l2lb-wheelhouse|lab-state|\.venv)/'; then \
+	  echo "== the tarball carries local build output (above): extend build_ignore in galaxy.yml"; exit 1; fi
 	$(BIN)/ansible-galaxy collection install --force --offline --no-deps -p $(BUILD)/install $(BUILD)/dist/baremetal-l2lb-*.tar.gz
 	@echo "== the installed tarball runs: validate.yml against the installed copy"
 	ANSIBLE_COLLECTIONS_PATH=$(abspath $(BUILD)/install) $(BIN)/ansible-playbook \
