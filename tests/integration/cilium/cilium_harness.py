@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import ansible_runs
 import yaml
 from kubernetes import client
 
@@ -66,25 +64,6 @@ def run_playbook(
     children = {group: {"hosts": {"localhost": {}}} for group in groups}
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": host}, "children": children}}))
     # PWD too: the playbooks default their output files to it, and it must be the test's directory.
-    run_env = {
-        **os.environ,
-        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-        "ANSIBLE_NOCOLOR": "1",
-        "PWD": str(workdir),
-        **(env or {}),
-    }
-    run = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(REPO / playbook), *extra],
-        cwd=workdir,
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = ansible_runs.run_playbook(inventory, playbook, *extra, cwd=workdir, env={"PWD": str(workdir), **(env or {})})
     out = run.stdout + run.stderr
-    recap = re.search(r"localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out)
-    counts = (
-        dict(zip(("ok", "changed", "unreachable", "failed"), map(int, recap.groups()), strict=True)) if recap else {}
-    )
-    return run.returncode, out, counts
+    return run.returncode, out, ansible_runs.localhost_recap(out)

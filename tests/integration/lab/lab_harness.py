@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from ansible_runs import ansible_env, run_playbook
 
 REPO = Path(__file__).resolve().parents[3]
 LAB_PY = REPO / "tests" / "lab" / "lab.py"
@@ -36,11 +37,8 @@ def _load_lab() -> ModuleType:
 lab = _load_lab()
 
 
-def ansible_env() -> dict[str, str]:
-    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    env["ANSIBLE_COLLECTIONS_PATH"] = str(REPO / ".build" / "collections")
-    return env
+# The collection as `make` links it (ansible.cfg names the same path relative to the checkout).
+COLLECTIONS = {"ANSIBLE_COLLECTIONS_PATH": str(REPO / ".build" / "collections")}
 
 
 @dataclass
@@ -65,7 +63,7 @@ class Lab:
 
     def ansible(self, pattern: str, module: str, args: str = "") -> dict[str, Any]:
         """Run an ad-hoc module against the generated inventory; the per-host results."""
-        env = dict(ansible_env(), ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="json")
+        env = ansible_env({**COLLECTIONS, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1", "ANSIBLE_STDOUT_CALLBACK": "json"})
         cmd = [str(VENV_BIN / "ansible"), "-i", str(self.inventory_dir), pattern, "-m", module]
         proc = subprocess.run(
             [*cmd, *(["-a", args] if args else [])], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
@@ -75,10 +73,7 @@ class Lab:
 
     def playbook(self, playbook: str, *extra: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         """ansible-playbook against the lab's inventory, from the checkout (as `make lab` runs it)."""
-        cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory_dir), playbook, *extra]
-        return subprocess.run(
-            cmd, capture_output=True, text=True, cwd=REPO, env=ansible_env(), timeout=timeout, check=False
-        )
+        return run_playbook(self.inventory_dir, playbook, *extra, env=COLLECTIONS, timeout=timeout)
 
 
 def skip_reason() -> str | None:

@@ -5,9 +5,6 @@ agent's RBAC allowing exactly what it uses."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ansible_runs import localhost_recap, run_playbook
 from kubernetes import client
 
 from k8s_standin import ApiServer
@@ -69,22 +67,9 @@ def _run(workdir: Path, pools: Any, policies: Any, *extra: str) -> tuple[int, st
             }
         )
     )
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    run = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(PLAYBOOK), *extra],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_playbook(inventory, PLAYBOOK, *extra)
     out = run.stdout + run.stderr
-    recap = re.search(r"localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out)
-    counts = (
-        dict(zip(("ok", "changed", "unreachable", "failed"), map(int, recap.groups()), strict=True)) if recap else {}
-    )
-    return run.returncode, out, counts
+    return run.returncode, out, localhost_recap(out)
 
 
 def _objects(api: ApiServer, plural: str) -> dict[str, dict]:

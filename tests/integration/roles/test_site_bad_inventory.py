@@ -6,15 +6,14 @@ unreachable on purpose (a nsenter PID that does not exist): touching one would s
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible_runs import run_playbook
 
 from k8s_standin import ApiServer
 
@@ -85,21 +84,7 @@ def test_bad_inventory_fails_before_any_host_or_object_changes(api: ApiServer, t
     }
     (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inventory))
     api.reset_counts()
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    run = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible-playbook"),
-            "-i",
-            str(tmp_path / "hosts.yml"),
-            str(REPO / "site.yml"),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    run = run_playbook(tmp_path / "hosts.yml", "site.yml")
     out = run.stdout + run.stderr
     assert run.returncode != 0, out
     missing = [text for text in EXPECTED_KINDS if text not in out]
