@@ -9,9 +9,12 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.names import (
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract import (
     ANNOTATION_ANNOUNCING_INTERFACES,
     ANNOTATION_ANNOUNCING_NODE,
+    ANNOTATION_DRAINING,
+    ANNOTATION_INTERFACES,
+    ANNOTATION_LEASE_DURATION,
     ANNOTATION_POOL,
     CILIUM_LEASE_PREFIX,
     CONTROLLER_LEASE,
@@ -37,7 +40,7 @@ def lease_view(lease: Mapping[str, Any], now: datetime | None = None) -> dict[st
     renew = parse_time(spec.get("renewTime"))
     now = now or datetime.now(UTC)
     annotations = meta.get("annotations") or {}
-    duration = annotations.get("l2lb.io/lease-duration") or spec.get("leaseDurationSeconds")
+    duration = annotations.get(ANNOTATION_LEASE_DURATION) or spec.get("leaseDurationSeconds")
     return {
         "name": meta.get("name", ""),
         "namespace": meta.get("namespace", ""),
@@ -46,8 +49,8 @@ def lease_view(lease: Mapping[str, Any], now: datetime | None = None) -> dict[st
         "renew_age_seconds": round((now - renew).total_seconds(), 3) if renew else None,
         "lease_duration_seconds": float(duration) if duration not in (None, "") else None,
         "resource_version": meta.get("resourceVersion", ""),
-        "draining": str(annotations.get("l2lb.io/draining", "")).lower() == "true",
-        "interfaces": _json_list(annotations.get("l2lb.io/interfaces")),
+        "draining": str(annotations.get(ANNOTATION_DRAINING, "")).lower() == "true",
+        "interfaces": _json_list(annotations.get(ANNOTATION_INTERFACES)),
     }
 
 

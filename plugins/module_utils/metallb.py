@@ -36,11 +36,11 @@ from typing import Any
 import yaml
 
 from ansible_collections.baremetal.l2lb.plugins.module_utils.cilium import annotation_names
-from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.model import ModelError, build_model
-from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.names import (
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract import (
     ANNOTATION_IPS,
     ANNOTATION_SHARING_KEY,
 )
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.model import ModelError, build_model
 
 GROUP = "metallb.io"
 VERSION = "v1beta1"

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.names import CILIUM_LEASE_PREFIX
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract import CILIUM_LEASE_PREFIX
 
 # Refusal reasons (Service condition reasons written by the controller) and how the report names them.
 _NO_IP_REASONS = {

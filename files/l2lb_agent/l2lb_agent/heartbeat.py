@@ -28,26 +28,25 @@ from .controller.types import InterfaceInfo
 from .kube import ApiError, KubeClient, resource_version
 from .logs import fields
 from .metrics import Metrics
+from .model.contract import (  # noqa: F401  (re-exported for the agent's other modules)
+    ANNOTATION_DRAINING,
+    ANNOTATION_INTERFACES,
+    ANNOTATION_LEASE_DURATION,
+    CONTROLLER_LEASE,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    NODE_LEASE_PREFIX,
+    ROLE_LABEL,
+    node_lease_name,
+)
 from .worker import Worker
 
 log = logging.getLogger(__name__)
 
-NODE_LEASE_PREFIX = "l2lb-node-"
-CONTROLLER_LEASE = "l2lb-controller"
-ANNOTATION_LEASE_DURATION = "l2lb.io/lease-duration"
-ANNOTATION_INTERFACES = "l2lb.io/interfaces"
-ANNOTATION_DRAINING = "l2lb.io/draining"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "baremetal.l2lb"
-ROLE_LABEL = "l2lb.io/role"
 # An observer that has not seen its own heartbeat change for this fraction of its duration is blind.
 # Half: when the API goes away, every lease stops changing at once, and we must freeze our judgement
 # before a node that renewed just before us (by up to half a duration) would look expired.
 BLIND_AFTER = 0.5
-
-
-def node_lease_name(node: str) -> str:
-    return f"{NODE_LEASE_PREFIX}{node}"
 
 
 def micro_time(when: datetime | None = None) -> str:

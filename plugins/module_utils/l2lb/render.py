@@ -11,17 +11,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .contract import API_VERSION, GROUP, MANAGED_BY, MANAGED_BY_LABEL, VERSION
 from .model import Model, Policy, Pool
 
-GROUP = "l2lb.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
 POOL_KIND = "LoadBalancerIPPool"
 POLICY_KIND = "L2AnnouncementPolicy"
 POOL_PLURAL = "loadbalancerippools"
 POLICY_PLURAL = "l2announcementpolicies"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "baremetal.l2lb"
 
 # Loose shape checks for the schema; the validator does the exact parsing.
 _IPV4 = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}"

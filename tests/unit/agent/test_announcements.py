@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from l2lb_agent.controller.announcements import format_announcements, parse_announcements
-from l2lb_agent.controller.types import Announcement
+from l2lb_agent.model.contract import Announcement, format_announcements, parse_announcements
 
 
 def _annotations(node: str | None, ifaces: str | None) -> dict[str, str]:

@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..heartbeat import HeartbeatInfo, parse_heartbeat
+from ..model.contract import parse_announcements
 from ..model.model import Policy, parse_policy, parse_pool
 from ..model.problems import Problems
 from ..model.render import API_VERSION, POLICY_KIND, POOL_KIND
-from .announcements import parse_announcements
 from .types import NodeInfo, PoolInfo, ServiceInfo, ServicePort
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"

@@ -29,9 +29,9 @@ from ..heartbeat import NODE_LEASE_PREFIX, LeaseObserver
 from ..kube import ApiError, Informer, KubeClient
 from ..logs import fields
 from ..metrics import Metrics
+from ..model.contract import format_announcements, parse_announcements
 from ..worker import Worker
 from . import conditions as cond
-from .announcements import format_announcements, parse_announcements
 from .conditions import Condition
 from .ipam import IPAMResult, allocate, is_ours
 from .objects import (

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..model.model import Pool
-from ..model.names import (  # noqa: F401  (re-exported: the controller's names live with the model)
+from ..model.contract import (  # noqa: F401  (re-exported: the controller's names live with the contract)
     ANNOTATION_ANNOUNCING_INTERFACES,
     ANNOTATION_ANNOUNCING_NODE,
     ANNOTATION_IPS,
@@ -19,7 +18,9 @@ from ..model.names import (  # noqa: F401  (re-exported: the controller's names 
     LB_CLASS,
     REQUESTED_IP_ANNOTATIONS,
     SHARING_KEY_ANNOTATIONS,
+    Announcement,
 )
+from ..model.model import Pool
 
 # Service spec.ipFamilies values and the IP version each stands for.
 IP_FAMILY_VERSIONS = {"IPv4": 4, "IPv6": 6}
@@ -103,12 +104,3 @@ class NodeInfo:
     draining: bool = False  # agent is shutting down: move its IPs away (make-before-break)
     schedulable: bool = True  # false when the Node is cordoned/being drained (spec.unschedulable)
     interfaces: tuple[InterfaceInfo, ...] = ()
-
-
-@dataclass(frozen=True)
-class Announcement:
-    """An IP scheduled onto a node, on these interfaces."""
-
-    ip: str
-    node: str
-    interfaces: tuple[str, ...]

@@ -38,11 +38,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from ..controller.announcements import parse_announcements
 from ..controller.objects import ingress_ips, service_key
 from ..kube import ApiError, Informer, KubeClient
 from ..logs import fields
 from ..metrics import Metrics
+from ..model.contract import parse_announcements
 from ..worker import Worker
 
 log = logging.getLogger(__name__)
