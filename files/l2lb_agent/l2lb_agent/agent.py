@@ -21,9 +21,10 @@ from .controller.runtime import Caches, ControllerRuntime
 from .controller.types import InterfaceInfo
 from .election import LeaderElection
 from .heartbeat import CONTROLLER_LEASE, Heartbeat, LeaseObserver, node_lease_name, parse_heartbeat
-from .kube import ENDPOINTSLICES, LEASES, NODES, POLICIES, POOLS, SERVICES, Informer, KubeClient
+from .kube import ASSIGNMENTS, ENDPOINTSLICES, LEASES, NODES, POLICIES, POOLS, SERVICES, Informer, KubeClient
 from .logs import fields, node_logger
 from .metrics import Metrics, MetricsServer
+from .model.contract import assignment_name
 from .speaker.runtime import SpeakerRuntime
 
 HANDOVER_LINGER = 1.0  # seconds a drained node keeps answering moved IPs if it never hears the new node
@@ -79,7 +80,18 @@ class Agent:
         self.leases = Informer(self.kube, LEASES, namespace=self.namespace, name="leases")
         self.pools = Informer(self.kube, POOLS, name="pools")
         self.policies = Informer(self.kube, POLICIES, name="policies")
-        self.caches = Caches(self.services, self.endpointslices, self.nodes, self.leases, self.pools, self.policies)
+        self.assignments = Informer(self.kube, ASSIGNMENTS, namespace=self.namespace, name="assignments")
+        self.caches = Caches(
+            self.services, self.endpointslices, self.nodes, self.leases, self.pools, self.policies, self.assignments
+        )
+        # The speaker reads only this node's own assignment object.
+        self.own_assignment = Informer(
+            self.kube,
+            ASSIGNMENTS,
+            namespace=self.namespace,
+            field_selector=f"metadata.name={assignment_name(self.node)}",
+            name="own-assignment",
+        )
 
         self._netwatch: Any = None
         self._interface_patterns = [re.compile(p) for p in config.speaker.interfaces]
@@ -106,6 +118,7 @@ class Agent:
             self.node,
             self._is_leader,
             logger=node_logger("l2lb.controller", self.node),
+            namespace=self.namespace,
         )
         self.election: LeaderElection | None = None
         if config.controller.enabled:
@@ -130,13 +143,20 @@ class Agent:
             self.services,
             self.kube,
             None,
+            assignment=self.own_assignment,
+            pools=self.pools,
+            policies=self.policies,
+            namespace=self.namespace,
             logger=node_logger("l2lb.speaker", self.node),
             link_verify_timeout=config.heartbeat.lease_duration,
         )
 
         self.services.add_handler(self.controller.notify)
         self.services.add_handler(self.speaker.notify)
-        for informer in (self.endpointslices, self.pools, self.policies):
+        self.own_assignment.add_handler(self.speaker.notify_assignment)
+        for informer in (self.pools, self.policies):
+            informer.add_handler(self.speaker.notify_trust)
+        for informer in (self.endpointslices, self.pools, self.policies, self.assignments):
             informer.add_handler(self.controller.notify)
         self.nodes.add_handler(self._node_event)
         self.leases.add_handler(self._lease_event)
@@ -155,6 +175,9 @@ class Agent:
 
     # ---- wiring ----
 
+    def informers(self) -> list[Informer]:
+        return [*self.caches.all(), self.own_assignment]
+
     def _is_leader(self) -> bool:
         return self.election is not None and self.election.is_leader
 
@@ -164,7 +187,7 @@ class Agent:
         self.controller.notify()
         # A watch that saw nothing since before the outage may hang on a connection the server has
         # forgotten (a partition rather than a restart): start it over from a fresh list.
-        for informer in self.caches.all():
+        for informer in self.informers():
             stale = informer.last_event_at is None or informer.last_event_at < outage_start
             if stale and not informer.listing:
                 informer.restart_watch()
@@ -281,7 +304,7 @@ class Agent:
             )
             self.responder.start()
             self.speaker.responder = self.responder
-        for informer in self.caches.all():
+        for informer in self.informers():
             informer.start()
         self.heartbeat.start()
         self.controller.start()
@@ -362,7 +385,7 @@ class Agent:
         if self.election is not None:
             self.election.stop(release=release)
         self.heartbeat.stop()
-        for informer in self.caches.all():
+        for informer in self.informers():
             informer.stop(timeout=1.0)
         if self._netwatch is not None:
             self._netwatch.stop()
@@ -374,7 +397,7 @@ class Agent:
     @property
     def fail_static(self) -> bool:
         """The API is out of reach after we knew our assignments: we keep announcing them as they were."""
-        return self.caches.synced() and not self.kube.health.reachable
+        return all(i.synced for i in self.informers()) and not self.kube.health.reachable
 
     def health(self) -> tuple[bool, str]:
         """(healthy, one line saying why): what /healthz serves."""
@@ -392,7 +415,7 @@ class Agent:
         dead = [name for name, alive in loops.items() if not alive]
         if dead:
             return False, f"loop stopped: {', '.join(dead)}"
-        synced = self.caches.synced()
+        synced = all(i.synced for i in self.informers())
         announcing = len(self.speaker.announced())
         role = "controller" if self._is_leader() else "follower"
         if self._draining:
@@ -406,7 +429,7 @@ class Agent:
                 f"announcing the last assigned {announcing} IPs"
             )
         if not synced:
-            waiting = ", ".join(i.name for i in self.caches.all() if not i.synced)
+            waiting = ", ".join(i.name for i in self.informers() if not i.synced)
             return False, f"starting: waiting for the first list of {waiting}"
         error = self.heartbeat.last_error or "no successful renewal yet"
         return False, f"heartbeat not renewed within {self.config.heartbeat.lease_duration}s: {error}"

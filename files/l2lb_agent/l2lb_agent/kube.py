@@ -32,6 +32,7 @@ from kubernetes.config.kube_config import load_kube_config
 from . import __version__
 from .logs import fields
 from .metrics import Metrics
+from .model.contract import ASSIGNMENT_KIND, ASSIGNMENT_PLURAL
 from .model.render import GROUP, POLICY_KIND, POLICY_PLURAL, POOL_KIND, POOL_PLURAL, VERSION
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ LEASES = Resource("leases", "Lease", "coordination.k8s.io")
 EVENTS = Resource("events", "Event")
 POOLS = Resource(POOL_PLURAL, POOL_KIND, GROUP, VERSION, namespaced=False)
 POLICIES = Resource(POLICY_PLURAL, POLICY_KIND, GROUP, VERSION, namespaced=False)
+ASSIGNMENTS = Resource(ASSIGNMENT_PLURAL, ASSIGNMENT_KIND, GROUP, VERSION)
 
 
 class ApiError(Exception):
@@ -265,14 +267,79 @@ class KubeClient:
             return self.coordination.list_lease_for_all_namespaces, ()
         if resource in (POOLS, POLICIES):
             return self.custom.list_cluster_custom_object, (resource.group, resource.version, resource.plural)
+        if resource == ASSIGNMENTS and namespace:
+            return self.custom.list_namespaced_custom_object, (
+                resource.group,
+                resource.version,
+                namespace,
+                resource.plural,
+            )
         raise ValueError(f"no list method for {resource.plural}")
 
     def list(
-        self, resource: Resource, namespace: str | None = None, label_selector: str | None = None
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> dict[str, Any]:
         method, args = self.list_method(resource, namespace)
         extra = {"label_selector": label_selector} if label_selector else {}
+        if field_selector:
+            extra["field_selector"] = field_selector
         return self.call("list", resource, method, *args, timeout=(2.0, 15.0), **extra)
+
+    # ---- assignment objects (l2lb.io L2Assignment, in the agents' namespace) ----
+
+    def get_assignment(
+        self, namespace: str, name: str, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        r = ASSIGNMENTS
+        return self.call(
+            "get",
+            r,
+            self.custom.get_namespaced_custom_object,
+            r.group,
+            r.version,
+            namespace,
+            r.plural,
+            name,
+            timeout=timeout,
+        )
+
+    def create_assignment(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        r = ASSIGNMENTS
+        return self.call(
+            "create",
+            r,
+            self.custom.create_namespaced_custom_object,
+            r.group,
+            r.version,
+            namespace,
+            r.plural,
+            dict(body),
+        )
+
+    def replace_assignment(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Optimistic concurrency: ``body.metadata.resourceVersion`` must be current, else 409."""
+        r = ASSIGNMENTS
+        return self.call(
+            "update",
+            r,
+            self.custom.replace_namespaced_custom_object,
+            r.group,
+            r.version,
+            namespace,
+            r.plural,
+            name,
+            dict(body),
+        )
+
+    def delete_assignment(self, namespace: str, name: str) -> None:
+        r = ASSIGNMENTS
+        self.call(
+            "delete", r, self.custom.delete_namespaced_custom_object, r.group, r.version, namespace, r.plural, name
+        )
 
     # ---- leases ----
 
@@ -429,6 +496,7 @@ class Informer:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
         keep: Callable[[Mapping[str, Any]], bool] | None = None,
         watch_timeout: tuple[int, int] = (240, 360),
         name: str = "",
@@ -437,6 +505,7 @@ class Informer:
         self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
+        self.field_selector = field_selector
         self._keep = keep
         self._watch_timeout = watch_timeout
         self.name = name or resource.plural
@@ -579,7 +648,7 @@ class Informer:
     def _relist(self) -> None:
         self.listing = True
         try:
-            body = self.kube.list(self.resource, self.namespace, self.label_selector)
+            body = self.kube.list(self.resource, self.namespace, self.label_selector, self.field_selector)
         finally:
             self.listing = False
         fresh: dict[str, dict[str, Any]] = {}
@@ -617,6 +686,8 @@ class Informer:
         }
         if self.label_selector:
             kwargs["label_selector"] = self.label_selector
+        if self.field_selector:
+            kwargs["field_selector"] = self.field_selector
         stream = watch.Watch()
         self._watch = stream
         if self._stopping.is_set() or self._restart:

@@ -38,6 +38,13 @@ class Metrics:
             "IPs withdrawn because another MAC claimed them and the API could not confirm ours",
             registry=r,
         )
+        self.refused_announcements = Counter(
+            "l2lb_refused_announcements",
+            "Announcement entries not acted on: outside every pool, malformed, for another node, or written "
+            "where only the controller may write (Service annotations)",
+            ["reason"],
+            registry=r,
+        )
         self.api_requests = Counter(
             "l2lb_api_requests", "Kubernetes API requests", ["verb", "resource", "code"], registry=r
         )

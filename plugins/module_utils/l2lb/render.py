@@ -11,7 +11,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .contract import API_VERSION, GROUP, MANAGED_BY, MANAGED_BY_LABEL, VERSION
+from .contract import (
+    API_VERSION,
+    ASSIGNMENT_KIND,
+    ASSIGNMENT_PLURAL,
+    GROUP,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    SOURCES,
+    VERSION,
+)
 from .model import Model, Policy, Pool
 
 POOL_KIND = "LoadBalancerIPPool"
@@ -154,6 +163,36 @@ POOL_STATUS_SCHEMA: dict[str, Any] = {
 }
 
 
+# A node's assignment object: written only by the agents' ServiceAccount (namespaced, in the agents'
+# namespace), read by that node's speaker. The schema is strict; the speaker re-checks every entry anyway.
+ASSIGNMENT_SPEC_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["node", "announcements"],
+    "properties": {
+        "node": {"type": "string", "minLength": 1, "maxLength": 253},
+        "announcements": {
+            "type": "array",
+            "maxItems": 65536,
+            "items": {
+                "type": "object",
+                "required": ["ip", "interfaces"],
+                "properties": {
+                    "ip": {"type": "string", "pattern": IP_PATTERN, "maxLength": 45},
+                    "interfaces": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": 64,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 15, "pattern": r"^[^/\s:]+$"},
+                    },
+                    "services": {"type": "array", "items": {"type": "string", "maxLength": 317}},
+                    "source": {"type": "string", "enum": list(SOURCES)},
+                },
+            },
+        },
+    },
+}
+
+
 def _crd(
     kind: str,
     plural: str,
@@ -162,6 +201,7 @@ def _crd(
     spec: dict[str, Any],
     status: dict[str, Any] | None,
     columns: list[dict[str, Any]],
+    scope: str = "Cluster",
 ) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "type": "object",
@@ -189,7 +229,7 @@ def _crd(
         "metadata": {"name": f"{plural}.{GROUP}", "labels": _labels()},
         "spec": {
             "group": GROUP,
-            "scope": "Cluster",
+            "scope": scope,
             "names": {
                 "kind": kind,
                 "listKind": f"{kind}List",
@@ -204,7 +244,7 @@ def _crd(
 
 
 def crd_manifests() -> list[dict[str, Any]]:
-    """The two CustomResourceDefinitions of group l2lb.io."""
+    """The CustomResourceDefinitions of group l2lb.io: pools, policies (cluster-wide) and assignments (namespaced)."""
     age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     return [
         _crd(
@@ -233,5 +273,19 @@ def crd_manifests() -> list[dict[str, Any]]:
                 {"name": "External IPs", "type": "boolean", "jsonPath": ".spec.externalIPs"},
                 age,
             ],
+        ),
+        _crd(
+            ASSIGNMENT_KIND,
+            ASSIGNMENT_PLURAL,
+            "l2assignment",
+            "l2assign",
+            ASSIGNMENT_SPEC_SCHEMA,
+            None,
+            [
+                {"name": "Node", "type": "string", "jsonPath": ".spec.node"},
+                {"name": "IPs", "type": "string", "jsonPath": ".spec.announcements[*].ip"},
+                age,
+            ],
+            scope="Namespaced",
         ),
     ]

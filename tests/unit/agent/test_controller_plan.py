@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from l2lb_agent.config import LeaseTiming
@@ -63,6 +64,7 @@ class World:
         self.leases = {n: lease(n) for n in nodes}
         self.dead: set[str] = set()
         self.events: list[tuple[str, str, str]] = []
+        self.assignments: dict[str, dict[str, Any]] = {}  # the L2Assignment objects, by name
 
     def decide(self) -> Decision:
         return decide(
@@ -74,6 +76,7 @@ class World:
             [],
             lambda name: name.removeprefix("l2lb-node-") not in self.dead,
             "2024-01-01T00:00:00Z",
+            list(self.assignments.values()),
         )
 
     def apply(self, decision: Decision) -> int:
@@ -85,7 +88,20 @@ class World:
             self.events += [(write.key, reason, message) for _, reason, message in write.events]
         for pool_write in decision.plan.pools:
             self.pools[pool_write.name] = merge_patch(self.pools[pool_write.name], pool_write.status_patch)
+        for assignment in decision.plan.assignments:
+            if assignment.op == "delete":
+                del self.assignments[assignment.name]
+            else:
+                assert assignment.body is not None
+                assert (assignment.op == "create") == (assignment.name not in self.assignments)
+                self.assignments[assignment.name] = copy.deepcopy(assignment.body)
         return decision.plan.write_count
+
+    def assigned(self, node: str) -> Iterator[str]:
+        """The addresses node's assignment object lists (what its speaker answers)."""
+        spec = self.assignments.get(node, {}).get("spec", {})
+        assert spec.get("node", node) == node
+        return iter([entry["ip"] for entry in spec.get("announcements", [])])
 
     def converge(self) -> int:
         total = 0
@@ -142,10 +158,20 @@ def test_dead_or_draining_node_loses_its_ips_and_assignments_are_sticky() -> Non
     world.converge()
     first = {n: world.annotation(n, "l2lb.io/announcing-node") for n in ("a", "b")}
     assert sorted(first.values()) == ["n1", "n2"], "spread across nodes"
+    moved_ip = next(world.assigned("n1"))
     world.dead.add("n1")
-    moved = world.converge()
+    decision = world.decide()
+    assert [(w.op, w.node, w.added, w.removed) for w in decision.plan.assignments] == [
+        ("update", "n2", (moved_ip,), ()),
+        ("update", "n1", (), (moved_ip,)),
+    ], "make before break: the new node's object is written before the old one's"
+    moved = world.apply(decision) + world.converge()
     assert {n: world.annotation(n, "l2lb.io/announcing-node") for n in ("a", "b")} == {"a": "n2", "b": "n2"}
-    assert moved == 1, "one annotation patch for the one moved Service, nothing else"
+    assert sorted(world.assigned("n2")) == sorted(
+        world.services[f"default/{s}"]["status"]["loadBalancer"]["ingress"][0]["ip"] for s in "ab"
+    )
+    assert list(world.assigned("n1")) == []
+    assert moved == 3, "two assignment objects and one annotation patch for the one moved Service, nothing else"
     world.dead.clear()
     assert world.converge() == 0, "no fail-back when n1 returns"
     world.leases["n2"] = lease("n2", draining=True)

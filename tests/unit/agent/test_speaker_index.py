@@ -1,4 +1,5 @@
-"""The speaker's assignment index: equal to assignments_for after any events, and O(change) per event.
+"""The speaker's index of the 0.1 Service annotations (the upgrade path): equal to assignments_for after any
+events, and O(change) per event.
 
 The Services reach the speaker through a real :class:`Informer` (watch events, re-lists, our own writes
 folded in), driven without an API server; the speaker's rounds run on the test thread.
@@ -34,7 +35,13 @@ class ListKube:
         self.items: list[dict[str, Any]] = []
         self.rv = "1"
 
-    def list(self, resource: Any, namespace: str | None = None, label_selector: str | None = None) -> dict[str, Any]:
+    def list(
+        self,
+        resource: Any,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> dict[str, Any]:
         return {"metadata": {"resourceVersion": self.rv}, "items": [dict(item) for item in self.items]}
 
 
@@ -52,7 +59,10 @@ class FakeWire:
 def service(key: str, rv: int, spec: tuple[Any, ...] | None) -> dict[str, Any]:
     """``spec``: (ingress IPs, annotations) as drawn below; None: a Service nobody announces yet."""
     namespace, _, name = key.partition("/")
-    obj: dict[str, Any] = {"metadata": {"name": name, "namespace": namespace, "resourceVersion": str(rv)}}
+    obj: dict[str, Any] = {
+        "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(rv)},
+        "spec": {"type": "LoadBalancer"},
+    }
     if spec is not None:
         ips, annotations = spec
         obj["metadata"]["annotations"] = annotations

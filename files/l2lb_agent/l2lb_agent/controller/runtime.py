@@ -7,7 +7,12 @@ and :func:`schedule`, and :func:`plan` turns the result into writes:
 
 * Service ``status.loadBalancer.ingress`` and conditions ``l2lb.io/IPAllocated`` / ``l2lb.io/Announced``
   (status subresource, merge patch);
-* Service annotations ``l2lb.io/announcing-node``, ``l2lb.io/announcing-interfaces``, ``l2lb.io/pool``;
+* one ``L2Assignment`` object per node in the agents' namespace (:mod:`.assignments`): the only thing
+  speakers act on, written first and make-before-break;
+* Service annotations ``l2lb.io/announcing-node``, ``l2lb.io/announcing-interfaces``, ``l2lb.io/pool``
+  (informational: what users and ``verify.yml`` read, and what 0.1 speakers follow during an upgrade);
+  announcement annotations the controller did not write are removed and counted
+  (``l2lb_refused_announcements_total{reason="service_annotation"}``);
 * one Warning Event per refusal, when the condition's reason or message changes (not per reconcile);
 * pool status: total/used/available and conditions ``Conflicting``, ``Exhausted``, ``Invalid``.
 
@@ -29,9 +34,10 @@ from ..heartbeat import NODE_LEASE_PREFIX, LeaseObserver
 from ..kube import ApiError, Informer, KubeClient
 from ..logs import fields
 from ..metrics import Metrics
-from ..model.contract import format_announcements, parse_announcements
+from ..model.contract import DEFAULT_NAMESPACE, REFUSED_SERVICE_ANNOTATION, format_announcements, parse_announcements
 from ..worker import Worker
 from . import conditions as cond
+from .assignments import AssignmentWrite, assigned_nodes, desired_assignments, plan_assignments
 from .conditions import Condition
 from .ipam import IPAMResult, allocate, is_ours
 from .objects import (
@@ -74,6 +80,7 @@ class ServiceWrite:
     metadata_patch: dict[str, Any] | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     moves: list[tuple[str, str | None, str | None]] = field(default_factory=list)  # (ip, from, to), for logs
+    forged: list[str] = field(default_factory=list)  # announcement annotations we did not write, being removed
 
     @property
     def key(self) -> str:
@@ -94,10 +101,11 @@ class PoolWrite:
 class Plan:
     services: list[ServiceWrite]
     pools: list[PoolWrite]
+    assignments: list[AssignmentWrite] = field(default_factory=list)
 
     @property
     def write_count(self) -> int:
-        count = len(self.pools)
+        count = len(self.pools) + len(self.assignments)
         for write in self.services:
             count += (write.status_patch is not None) + (write.metadata_patch is not None) + len(write.events)
         return count
@@ -226,10 +234,16 @@ def plan_service(
         write.metadata_patch = {"metadata": {"annotations": changes}}
         before = parse_announcements(annotations, info.ingress_ips)
         after = {a.ip: a.node for a in assigned}
+        legitimate = set(allocated) | set(announced)
         for ip in sorted(set(before) | set(after)):
             old = before[ip].node if ip in before else None
             if old != after.get(ip):
                 write.moves.append((ip, old, after.get(ip)))
+        # An annotation naming an address this Service was never given, or on a Service that is not ours:
+        # nobody acts on it (speakers read only their assignment objects), but say so and remove it.
+        write.forged = sorted(ip for ip in before if ip not in legitimate or not ours)
+        if ANNOTATION_ANNOUNCING_NODE in annotations and not before:
+            write.forged.append(str(annotations.get(ANNOTATION_ANNOUNCING_NODE))[:64])
     return None if write.empty else write
 
 
@@ -343,11 +357,17 @@ def decide(
     endpointslices: Iterable[Mapping[str, Any]],
     alive: Callable[[str], bool],
     now: str,
+    assignments: Iterable[Mapping[str, Any]] = (),
+    namespace: str = DEFAULT_NAMESPACE,
 ) -> Decision:
     """From API objects (as watched) to the plan of writes: IPAM, scheduling, diff. Pure.
 
-    ``services`` is keyed ``namespace/name``; ``alive(lease_name)`` is the observer's judgement.
+    ``services`` is keyed ``namespace/name``; ``alive(lease_name)`` is the observer's judgement;
+    ``assignments`` are the current assignment objects. Stickiness comes from them; only a cluster that
+    has none yet (an upgrade from 0.1, whose controller wrote only Service annotations) takes it from
+    the Services' announcing-node annotations, once.
     """
+    current_objects = {str((o.get("metadata") or {}).get("name") or ""): o for o in assignments}
     infos = {key: service_info(s) for key, s in services.items()}
     pool_objs = {str((p.get("metadata") or {}).get("name")): p for p in pools}
     pool_infos, invalid_pools = parse_pools(pool_objs.values())
@@ -364,9 +384,11 @@ def decide(
         policy_list,
         node_list,
         local_endpoints(endpointslices),
-        current_assignments(services.values()),
+        assigned_nodes(current_objects.values()) if current_objects else current_assignments(services.values()),
     )
     result = plan(services, infos, pool_objs, invalid_pools, ipam, sched, now)
+    desired = desired_assignments(ipam, sched, (n.name for n in node_list))
+    result.assignments = plan_assignments(desired, current_objects, namespace)
     return Decision(result, ipam, sched, node_list, invalid_pools, invalid_policies)
 
 
@@ -383,9 +405,18 @@ class Caches:
     leases: Informer
     pools: Informer
     policies: Informer
+    assignments: Informer
 
     def all(self) -> list[Informer]:
-        return [self.services, self.endpointslices, self.nodes, self.leases, self.pools, self.policies]
+        return [
+            self.services,
+            self.endpointslices,
+            self.nodes,
+            self.leases,
+            self.pools,
+            self.policies,
+            self.assignments,
+        ]
 
     def synced(self) -> bool:
         return all(i.synced for i in self.all())
@@ -409,8 +440,10 @@ class ControllerRuntime(Worker):
         metrics: Metrics | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         debounce: float = 0.01,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> None:
         super().__init__(f"l2lb-controller-{node}")
+        self.namespace = namespace
         self.kube = kube
         self.caches = caches
         self.observer = observer
@@ -530,6 +563,8 @@ class ControllerRuntime(Worker):
             self.caches.endpointslices.items(),
             self.observer.alive,
             cond.now_time(),
+            self.caches.assignments.items(),
+            self.namespace,
         )
         self._report_invalid(decision.invalid_pools, decision.invalid_policies)
         self._execute(decision.plan, services)
@@ -559,12 +594,22 @@ class ControllerRuntime(Worker):
 
     def _execute(self, result: Plan, services: Mapping[str, Mapping[str, Any]]) -> None:
         failed = 0
+        # Speakers act on the assignment objects: they go first, so users never read an annotation
+        # that is ahead of the wire.
+        for assignment in result.assignments:
+            failed += self._write_assignment(assignment)
         for write in result.services:
             raw = services.get(write.key) or {}
             for ip, old, new in write.moves:
                 self._log.info(
                     "announcing node changes",
                     extra=fields(service=write.key, ip=ip, to=new or "none", previous=old or "none"),
+                )
+            if write.forged:
+                self._metrics.refused_announcements.labels(REFUSED_SERVICE_ANNOTATION).inc(len(write.forged))
+                self._log.warning(
+                    "removing announcement annotations the controller did not write (nothing answers them)",
+                    extra=fields(service=write.key, ips=",".join(write.forged)),
                 )
             failed += self._write_service(write, raw)
         for pool_write in result.pools:
@@ -580,6 +625,32 @@ class ControllerRuntime(Worker):
         if failed:
             self._failures += 1
             self._retry_at = time.monotonic() + min(5.0, 0.2 * 2 ** min(self._failures, 5))
+
+    def _write_assignment(self, write: AssignmentWrite) -> int:
+        self._check_leader()
+        try:
+            if write.op == "delete":
+                self.kube.delete_assignment(self.namespace, write.name)
+            elif write.op == "create" and write.body is not None:
+                self.caches.assignments.store_written(self.kube.create_assignment(self.namespace, write.body))
+            elif write.body is not None:
+                stored = self.kube.replace_assignment(self.namespace, write.name, write.body)
+                self.caches.assignments.store_written(stored)
+            self._counted("assignment")
+        except ApiError as exc:
+            if write.op == "delete" and exc.not_found:
+                return 0
+            # 409 (someone else wrote it) or 404 (deleted meanwhile): the watch brings the truth, retry then.
+            self._log.warning("assignment write failed", extra=fields(node=write.node, op=write.op, error=str(exc)))
+            return 1
+        if write.added or write.removed:
+            self._log.debug(
+                "assignment written",
+                extra=fields(
+                    node=write.node, added=",".join(write.added) or "-", removed=",".join(write.removed) or "-"
+                ),
+            )
+        return 0
 
     def _write_service(self, write: ServiceWrite, raw: Mapping[str, Any]) -> int:
         try:

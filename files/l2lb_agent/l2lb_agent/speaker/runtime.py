@@ -1,7 +1,17 @@
-"""The speaker's glue: Services whose announcing-node is this node -> the ARP responder's assignments.
+"""The speaker's glue: this node's assignment object -> the ARP responder's assignments.
 
-* Follows the Service informer: every IP whose ``l2lb.io/announcing-node`` names this node is answered
-  on the interfaces from ``l2lb.io/announcing-interfaces`` (see :mod:`..controller.announcements`).
+* Follows one object: the node's ``L2Assignment`` in the agents' namespace (watched by a field selector
+  on its name), which only the agents' ServiceAccount may write (:mod:`..model.contract`). Nothing a
+  namespace user can write — Service annotations included — decides what this node answers.
+* Defence in depth: an entry is answered only when its address lies in a pool's ranges (enabled or
+  disabled), or it is a ``spec.externalIPs`` entry (source ``ExternalIP``) while some policy has
+  ``externalIPs: true``. Everything else is refused, counted in
+  ``l2lb_refused_announcements_total{reason}`` and logged once.
+* Upgrade from 0.1, whose controller wrote only Service annotations: while this node has *no* assignment
+  object at all (a controller of this version writes one, possibly empty, for every node with a
+  heartbeat), the speaker follows the old annotations — but only for addresses in the Service's
+  ``status.loadBalancer.ingress`` (the status subresource: not writable with the built-in edit/admin
+  roles) of a LoadBalancer Service of our class, inside a pool. The first assignment object ends this.
 * Fail-static: during an API outage the informer keeps its last contents, so the speaker keeps
   announcing what it was assigned; nothing is withdrawn because the API server restarts.
 * Told its node is gone (its heartbeat Lease deleted by someone else, or its Node object deleted),
@@ -38,11 +48,22 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from ..controller.objects import ingress_ips, service_key
+from ..controller.objects import ingress_ips, parse_policies, parse_pools, service_key
 from ..kube import ApiError, Informer, KubeClient
 from ..logs import fields
 from ..metrics import Metrics
-from ..model.contract import parse_announcements
+from ..model.contract import (
+    DEFAULT_NAMESPACE,
+    LB_CLASS,
+    REFUSED_EXTERNAL_IP_NOT_ALLOWED,
+    REFUSED_NOT_IN_POOL,
+    REFUSED_NOT_OURS,
+    SOURCE_EXTERNAL_IP,
+    Refused,
+    assignment_name,
+    parse_announcements,
+    parse_assignment,
+)
 from ..worker import Worker
 
 log = logging.getLogger(__name__)
@@ -61,16 +82,74 @@ class Responder(Protocol):
     def announce(self, ip: str | None = None) -> None: ...
 
 
-def assignments_for(node: str, services: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, list[str]]]:
-    """ip -> {"interfaces": [...], "services": [...]} for every IP the annotations give to ``node``."""
+class Trust:
+    """Which addresses a speaker may answer at all: the pools' ranges, and externalIPs when a policy allows.
+
+    Built from the pool and policy objects (cluster-scoped, written by admins and ``site.yml``);
+    rebuilt when they change.
+    """
+
+    def __init__(self, pools: Any = (), policies: Any = ()) -> None:
+        infos, _ = parse_pools(pools)
+        ranges = (block.usable(True) for info in infos for block in info.pool.blocks)
+        self._ranges = [r for r in ranges if r is not None]
+        parsed, _ = parse_policies(policies)
+        self.external_ips_allowed = any(p.external_ips for p in parsed)
+
+    def in_pool(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(r.contains(address) for r in self._ranges)
+
+    def refusal(self, ip: str, source: str) -> str | None:
+        """None when ``ip`` may be answered; else the refusal reason."""
+        if self.in_pool(ip):
+            return None
+        if source == SOURCE_EXTERNAL_IP:
+            return None if self.external_ips_allowed else REFUSED_EXTERNAL_IP_NOT_ALLOWED
+        return REFUSED_NOT_IN_POOL
+
+
+def legacy_share(
+    node: str, service: Mapping[str, Any], trust: Trust | None
+) -> tuple[dict[str, tuple[str, ...]], list[Refused]]:
+    """ip -> interfaces the 0.1 annotations give ``node`` on this Service, within the upgrade's limits.
+
+    ``trust`` None skips the pool check (tests of the index alone).
+    """
+    annotations = (service.get("metadata") or {}).get("annotations") or {}
+    announcements = parse_announcements(annotations, ingress_ips(service))
+    mine = {ip: a for ip, a in announcements.items() if a.node == node}
+    if not mine:
+        return {}, []
+    raw_spec = service.get("spec")
+    spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, Mapping) else {}
+    ours = spec.get("type") == "LoadBalancer" and spec.get("loadBalancerClass") in (None, LB_CLASS)
+    status_ips = set(ingress_ips(service))
+    share: dict[str, tuple[str, ...]] = {}
+    refused: list[Refused] = []
+    for ip, announcement in mine.items():
+        if not ours or ip not in status_ips:
+            refused.append(Refused(ip, REFUSED_NOT_OURS, f"service {service_key(service)}"))
+        elif trust is not None and not trust.in_pool(ip):
+            refused.append(Refused(ip, REFUSED_NOT_IN_POOL, f"service {service_key(service)}"))
+        else:
+            share[ip] = announcement.interfaces
+    return share, refused
+
+
+def assignments_for(
+    node: str, services: Mapping[str, Mapping[str, Any]], trust: Trust | None = None
+) -> dict[str, dict[str, list[str]]]:
+    """ip -> {"interfaces": [...], "services": [...]}: what the 0.1 annotations give ``node`` (upgrade only)."""
     result: dict[str, dict[str, list[str]]] = {}
     for service in services.values():
-        annotations = (service.get("metadata") or {}).get("annotations") or {}
-        for ip, announcement in parse_announcements(annotations, ingress_ips(service)).items():
-            if announcement.node != node:
-                continue
+        share, _ = legacy_share(node, service, trust)
+        for ip, interfaces in share.items():
             entry = result.setdefault(ip, {"interfaces": [], "services": []})
-            for name in announcement.interfaces:
+            for name in interfaces:
                 if name not in entry["interfaces"]:
                     entry["interfaces"].append(name)
             entry["services"].append(service_key(service))
@@ -92,22 +171,26 @@ class AssignmentIndex:
     Not thread-safe: one thread (the speaker's) folds Services in.
     """
 
-    def __init__(self, node: str) -> None:
+    def __init__(self, node: str, trust: Trust | None = None) -> None:
         self.node = node
+        self.trust = trust
+        self.refused: dict[str, list[Refused]] = {}  # key -> what that Service's annotations asked and we refused
         self.assignments: dict[str, Assignment] = {}
         self._shares: dict[str, dict[str, tuple[tuple[str, ...], str]]] = {}  # key -> ip -> (interfaces, service)
         self._keys_by_ip: dict[str, set[str]] = {}
 
     @classmethod
-    def build(cls, node: str, services: Mapping[str, Mapping[str, Any]]) -> AssignmentIndex:
-        index = cls(node)
+    def build(cls, node: str, services: Mapping[str, Mapping[str, Any]], trust: Trust | None = None) -> AssignmentIndex:
+        index = cls(node, trust)
         for key, service in services.items():
             index.update(key, service)
         return index
 
     def update(self, key: str, service: Mapping[str, Any] | None) -> dict[str, Assignment | None]:
         """Fold in the current Service under ``key`` (None: it is gone); returns ip -> new entry (None: removed)."""
-        share = self._share(service) if service is not None else {}
+        share = self._share(key, service) if service is not None else {}
+        if service is None:
+            self.refused.pop(key, None)
         old = self._shares.get(key, {})
         if share == old:
             return {}
@@ -134,11 +217,14 @@ class AssignmentIndex:
             changes[ip] = entry
         return changes
 
-    def _share(self, service: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...], str]]:
-        annotations = (service.get("metadata") or {}).get("annotations") or {}
-        announcements = parse_announcements(annotations, ingress_ips(service))
+    def _share(self, key: str, service: Mapping[str, Any]) -> dict[str, tuple[tuple[str, ...], str]]:
+        share, refused = legacy_share(self.node, service, self.trust)
+        if refused:
+            self.refused[key] = refused
+        else:
+            self.refused.pop(key, None)
         name = service_key(service)
-        return {ip: (a.interfaces, name) for ip, a in announcements.items() if a.node == self.node}
+        return {ip: (interfaces, name) for ip, interfaces in share.items()}
 
     def _entry(self, ip: str) -> Assignment | None:
         keys = self._keys_by_ip.get(ip)
@@ -155,19 +241,26 @@ class AssignmentIndex:
 
 
 class SpeakerRuntime(Worker):
-    """Drives a responder from the Service informer; see the module docstring.
+    """Drives a responder from this node's assignment object; see the module docstring.
 
-    Without a responder (speaker disabled) it still computes what this node is assigned, which the
-    graceful shutdown waits on.
+    ``assignment`` is the informer on this node's object (field selector on its name); ``pools`` and
+    ``policies`` feed the trust check; ``services`` is read only during an upgrade from 0.1 (no
+    assignment object for this node yet) and may be None. Tests of the 0.1 path alone pass no
+    ``assignment`` (and no pools: no trust check). Without a responder (speaker disabled) it still
+    computes what this node is assigned, which the graceful shutdown waits on.
     """
 
     def __init__(
         self,
         node: str,
-        services: Informer,
+        services: Informer | None,
         kube: KubeClient,
         responder: Responder | None = None,
         *,
+        assignment: Informer | None = None,
+        pools: Informer | None = None,
+        policies: Informer | None = None,
+        namespace: str = DEFAULT_NAMESPACE,
         metrics: Metrics | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         fence_timeout: float = FENCE_TIMEOUT,
@@ -176,6 +269,15 @@ class SpeakerRuntime(Worker):
         super().__init__(f"l2lb-speaker-{node}")
         self.node = node
         self.services = services
+        self.assignment = assignment
+        self.pools = pools
+        self.policies = policies
+        self.namespace = namespace
+        self._own_key = f"{namespace}/{assignment_name(node)}"
+        self._trust: Trust | None = Trust() if pools is not None else None
+        self._trust_dirty = pools is not None
+        self._source_used = ""
+        self._refused_last: set[tuple[str, str]] = set()
         self.kube = kube
         self.responder = responder
         self._metrics = metrics or kube.metrics
@@ -198,7 +300,7 @@ class SpeakerRuntime(Worker):
         self._dirty: set[str] = set()
         self._rebuild = True  # the first round reads whatever the informer already holds
         # Owned by the speaker thread:
-        self._index = AssignmentIndex(node)
+        self._index = AssignmentIndex(node, self._trust)
         self._touched: set[str] = set()  # IPs whose assignment changed since the last recompute
         self._inputs: tuple[Any, ...] | None = None  # (gone, fenced, held, suspended) of the last recompute
         self._changed = threading.Condition()
@@ -217,12 +319,25 @@ class SpeakerRuntime(Worker):
 
         Cheap and non-blocking (it runs on the informer thread): it only notes the key for the speaker thread.
         """
-        keys = [self.services.resource.key(obj) for obj in (old, new) if obj]
+        keys = [self.services.resource.key(obj) for obj in (old, new) if obj] if self.services is not None else []
         with self._dirty_lock:
             if kind in ("ADDED", "MODIFIED", "DELETED") and keys:
                 self._dirty.update(keys)
             else:
                 self._rebuild = True
+        self._wake.set()
+
+    def notify_assignment(self, *_: Any) -> None:
+        """This node's assignment object changed (an informer handler): re-read it."""
+        with self._dirty_lock:
+            self._rebuild = True
+        self._wake.set()
+
+    def notify_trust(self, *_: Any) -> None:
+        """A pool or policy changed (an informer handler): rebuild what may be answered at all."""
+        with self._dirty_lock:
+            self._trust_dirty = True
+            self._rebuild = True
         self._wake.set()
 
     def on_conflict(self, ip: str, ifname: str, other_mac: str) -> None:
@@ -280,7 +395,7 @@ class SpeakerRuntime(Worker):
             return bool(self._gone)
 
     def assigned(self) -> dict[str, dict[str, list[str]]]:
-        """What the Service annotations give this node (whether or not we announce it right now)."""
+        """What this node's assignment object gives it, after the trust check (announced right now or not)."""
         with self._lock:
             return dict(self._assigned)
 
@@ -357,19 +472,34 @@ class SpeakerRuntime(Worker):
         with self._dirty_lock:
             rebuild, self._rebuild = self._rebuild, False
             dirty, self._dirty = self._dirty, set()
+            trust_dirty, self._trust_dirty = self._trust_dirty, False
         try:
+            if trust_dirty and self.pools is not None:
+                self._trust = Trust(self.pools.items(), self.policies.items() if self.policies is not None else ())
+            source = self._source()
+            if source != self._source_used:
+                if self._source_used or source != "object":
+                    self._log.info("assignments now come from: " + _SOURCES[source])
+                self._source_used = source
+                rebuild = True
+            if source != "legacy":
+                if rebuild:
+                    self._publish_all(self._from_object() if source == "object" else {})
+                return
             if rebuild:
-                self._index = AssignmentIndex.build(self.node, self.services.snapshot())
-                with self._lock:
-                    self._assigned = dict(self._index.assignments)
-                self._inputs = None  # every IP may have changed: recompute what we answer from scratch
+                self._index = AssignmentIndex.build(self.node, self.services.snapshot(), self._trust)  # type: ignore[union-attr]
+                self._publish_all(dict(self._index.assignments))
+                self._report_refused([r for refused in self._index.refused.values() for r in refused])
                 return
             changes: dict[str, Assignment | None] = {}
             for key in dirty:
-                changes.update(self._index.update(key, self.services.get(key)))
+                changes.update(self._index.update(key, self.services.get(key)))  # type: ignore[union-attr]
+            if dirty:
+                self._report_refused([r for refused in self._index.refused.values() for r in refused])
         except BaseException:
             with self._dirty_lock:
                 self._rebuild = True
+                self._trust_dirty = self._trust_dirty or trust_dirty
             raise
         if not changes:
             return
@@ -380,6 +510,49 @@ class SpeakerRuntime(Worker):
                 else:
                     self._assigned[ip] = entry
         self._touched.update(changes)
+
+    def _source(self) -> str:
+        """Where assignments come from now: "object", "legacy" (upgrade from 0.1) or "none" (not known yet)."""
+        for informer in (self.pools, self.policies):
+            if informer is not None and not informer.synced:
+                return "none"
+        if self.assignment is not None:
+            if not self.assignment.synced:
+                return "none"
+            if self.assignment.get(self._own_key) is not None:
+                return "object"
+        return "legacy" if self.services is not None else "none"
+
+    def _from_object(self) -> dict[str, Assignment]:
+        obj = self.assignment.get(self._own_key) if self.assignment is not None else None
+        entries, refused = parse_assignment(obj, self.node)
+        result: dict[str, Assignment] = {}
+        for ip, entry in entries.items():
+            reason = self._trust.refusal(ip, entry.source) if self._trust is not None else None
+            if reason is not None:
+                refused.append(Refused(ip, reason, f"source {entry.source}"))
+                continue
+            result[ip] = {"interfaces": list(entry.interfaces), "services": list(entry.services)}
+        self._report_refused(refused)
+        return result
+
+    def _publish_all(self, assigned: dict[str, Assignment]) -> None:
+        with self._lock:
+            self._assigned = assigned
+        self._inputs = None  # every IP may have changed: recompute what we answer from scratch
+
+    def _report_refused(self, refused: list[Refused]) -> None:
+        """Count and log each refused entry once (until it goes away and comes back)."""
+        current = {(r.ip, r.reason) for r in refused}
+        for entry in refused:
+            if (entry.ip, entry.reason) in self._refused_last:
+                continue
+            self._refused_last.add((entry.ip, entry.reason))
+            self._metrics.refused_announcements.labels(entry.reason).inc()
+            self._log.warning(
+                "refusing to announce an address", extra=fields(ip=entry.ip, reason=entry.reason, detail=entry.detail)
+            )
+        self._refused_last = current
 
     def _recompute(self) -> None:
         self._refresh_index()
@@ -515,6 +688,9 @@ class SpeakerRuntime(Worker):
 
         The fresh copies go into the informer cache, so the recompute that follows uses them.
         """
+        if self._source_used != "legacy":
+            return self._confirm_object(ip)
+        assert self.services is not None
         keys = self.assigned().get(ip, {}).get("services", [])
         if not keys:
             keys = [service_key(s) for s in self.services.items() if ip in ingress_ips(s)]
@@ -530,11 +706,34 @@ class SpeakerRuntime(Worker):
             self.services.store_written(service)
             with self._dirty_lock:  # the informer tells us too, but only when it is news to its cache
                 self._dirty.add(self.services.resource.key(service))
-            annotations = (service.get("metadata") or {}).get("annotations") or {}
-            announcement = parse_announcements(annotations, ingress_ips(service)).get(ip)
-            if announcement is not None and announcement.node == self.node:
+            share, _ = legacy_share(self.node, service, self._trust)
+            if ip in share:
                 ours = True
         return ours
+
+    def _confirm_object(self, ip: str) -> bool | None:
+        timeout = (self._fence_timeout, self._fence_timeout)
+        try:
+            obj: dict[str, Any] | None = self.kube.get_assignment(self.namespace, assignment_name(self.node), timeout)
+        except ApiError as exc:
+            if not exc.not_found:
+                return None
+            obj = None
+        if obj and self.assignment is not None:
+            self.assignment.store_written(obj)
+            self.notify_assignment()
+        entries, _ = parse_assignment(obj, self.node)
+        entry = entries.get(ip)
+        if entry is None:
+            return False
+        return self._trust is None or self._trust.refusal(ip, entry.source) is None
+
+
+_SOURCES = {
+    "object": "this node's assignment object",
+    "legacy": "the Service annotations of version 0.1 (upgrade: no assignment object for this node yet)",
+    "none": "nowhere yet (waiting for the first list)",
+}
 
 
 def _answer(

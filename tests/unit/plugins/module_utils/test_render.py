@@ -13,7 +13,7 @@ def test_committed_crd_file_is_current() -> None:
 
 
 def test_crds_are_cluster_scoped_with_status_on_pools() -> None:
-    pool_crd, policy_crd = crd_manifests()
+    pool_crd, policy_crd, _ = crd_manifests()
     assert pool_crd["metadata"]["name"] == "loadbalancerippools.l2lb.io"
     assert pool_crd["spec"]["scope"] == policy_crd["spec"]["scope"] == "Cluster"
     assert pool_crd["spec"]["versions"][0]["subresources"] == {"status": {}}
@@ -27,3 +27,14 @@ def test_render_model_labels_objects_as_managed() -> None:
     assert pool["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "baremetal.l2lb"}
     assert pool["spec"]["blocks"] == [{"start": "198.18.10.1"}]
     assert policy["kind"] == "L2AnnouncementPolicy" and policy["spec"]["loadBalancerIPs"] is True
+
+
+def test_assignment_crd_is_namespaced_and_strict() -> None:
+    crd = crd_manifests()[2]
+    assert crd["metadata"]["name"] == "l2assignments.l2lb.io"
+    assert crd["spec"]["scope"] == "Namespaced"
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["required"] == ["node", "announcements"]
+    entry = spec["properties"]["announcements"]["items"]
+    assert entry["required"] == ["ip", "interfaces"]
+    assert entry["properties"]["source"]["enum"] == ["LoadBalancer", "ExternalIP"]

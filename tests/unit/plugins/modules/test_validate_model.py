@@ -36,6 +36,7 @@ def test_valid_model_returns_resources_and_warnings(capsys: pytest.CaptureFixtur
     assert {c["metadata"]["name"] for c in result["crds"]} == {
         "loadbalancerippools.l2lb.io",
         "l2announcementpolicies.l2lb.io",
+        "l2assignments.l2lb.io",
     }
 
 
