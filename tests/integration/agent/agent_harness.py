@@ -159,6 +159,13 @@ class Kube:
     def events(self, namespace: str = "default") -> list[dict[str, Any]]:
         return self._json(self.core.list_namespaced_event(namespace, _preload_content=False))["items"]  # type: ignore[no-any-return]
 
+    # -- assignment objects --
+
+    def assignment(self, node: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+            GROUP, VERSION, NAMESPACE, "l2assignments", node
+        )
+
     # -- leases --
 
     def lease(self, name: str) -> dict[str, Any] | None:

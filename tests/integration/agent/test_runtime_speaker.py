@@ -1,5 +1,6 @@
-"""The speaker glue against the API: follow the annotations, fail static, fence, stop when the node is gone,
-and hand over make-before-break on shutdown. The ARP wire is a fake responder here (tests/netns covers it)."""
+"""The speaker glue against the API: follow the node's assignment object (never Service annotations), fail
+static, fence, stop when the node is gone, and hand over make-before-break on shutdown. The ARP wire is a fake
+responder here (tests/netns covers it)."""
 
 from __future__ import annotations
 
@@ -35,16 +36,25 @@ def _healthz(agent: Agent) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def test_speaker_answers_for_the_ips_annotated_to_its_node(kube: Kube, start_agent: Callable[..., Agent]) -> None:
+def test_speaker_answers_what_its_assignment_object_lists_and_ignores_annotations(
+    kube: Kube, start_agent: Callable[..., Agent]
+) -> None:
     agents = _one_service(kube, start_agent, ("node-a", "node-b"))
     owner = next(a for a in agents if a.node == kube.annotation("web", NODE))
     other = next(a for a in agents if a is not owner)
     eventually(lambda: responder(owner).current == {"198.18.10.1": ["eth0"]}, what="owner answering")
     assert responder(other).current == {}
-    # Moving the annotation by hand (as a controller would) moves the answering.
+    assert [e["ip"] for e in kube.assignment(owner.node)["spec"]["announcements"]] == ["198.18.10.1"]
+    assert kube.assignment(other.node)["spec"]["announcements"] == []
+    # Anyone who may patch the Service can write the annotation: nothing on the wire follows it.
     kube.core.patch_namespaced_service("web", "default", {"metadata": {"annotations": {NODE: other.node}}})
-    eventually(lambda: responder(other).ips() == {"198.18.10.1"}, what="other node answering")
-    eventually(lambda: responder(owner).ips() == set(), what="owner stopped")
+    eventually(lambda: kube.annotation("web", NODE) == owner.node, what="the controller puts the annotation back")
+    time.sleep(0.3)
+    assert responder(other).ips() == set() and responder(owner).ips() == {"198.18.10.1"}
+    counted = sum(
+        a.metrics.value("l2lb_refused_announcements_total", {"reason": "service_annotation"}) or 0 for a in agents
+    )
+    assert counted >= 1
 
 
 def test_fail_static_keeps_announcing_through_an_api_outage(kube: Kube, start_agent: Callable[..., Agent]) -> None:

@@ -11,7 +11,6 @@ from l2lb_agent.metrics import Metrics
 from l2lb_agent.model.contract import AssignedIP, assignment_body
 from l2lb_agent.speaker.runtime import SpeakerRuntime
 
-
 NS = "l2lb-system"
 POOL = {"metadata": {"name": "lan"}, "spec": {"blocks": [{"cidr": "198.18.10.0/24"}, {"cidr": "2001:2::/64"}]}}
 

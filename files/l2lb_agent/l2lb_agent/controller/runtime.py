@@ -166,8 +166,13 @@ def plan_service(
     ipam: IPAMResult,
     sched: ScheduleResult,
     now: str,
+    written: Mapping[str, str] | None = None,
 ) -> ServiceWrite | None:
-    """The writes one Service needs, or None when it is fine as it is (or not ours at all)."""
+    """The writes one Service needs, or None when it is fine as it is (or not ours at all).
+
+    ``written``: ip -> node as the assignment objects say (None: there are none yet, an upgrade from 0.1).
+    An announcing-node annotation that disagrees with them was not written by a controller.
+    """
     key = info.key
     meta = raw.get("metadata") or {}
     annotations: Mapping[str, Any] = meta.get("annotations") or {}
@@ -241,7 +246,11 @@ def plan_service(
                 write.moves.append((ip, old, after.get(ip)))
         # An annotation naming an address this Service was never given, or on a Service that is not ours:
         # nobody acts on it (speakers read only their assignment objects), but say so and remove it.
-        write.forged = sorted(ip for ip in before if ip not in legitimate or not ours)
+        write.forged = sorted(
+            ip
+            for ip in before
+            if ip not in legitimate or not ours or (written is not None and written.get(ip) != before[ip].node)
+        )
         if ANNOTATION_ANNOUNCING_NODE in annotations and not before:
             write.forged.append(str(annotations.get(ANNOTATION_ANNOUNCING_NODE))[:64])
     return None if write.empty else write
@@ -296,11 +305,12 @@ def plan(
     ipam: IPAMResult,
     sched: ScheduleResult,
     now: str,
+    written: Mapping[str, str] | None = None,
 ) -> Plan:
     """Every write needed to make the API say what IPAM and the scheduler decided. Pure."""
     service_writes = []
     for key in sorted(services):
-        write = plan_service(services[key], infos[key], ipam, sched, now)
+        write = plan_service(services[key], infos[key], ipam, sched, now, written)
         if write is not None:
             service_writes.append(write)
     pool_writes = [w for w in (plan_pool(pools[n], ipam, invalid_pools, now) for n in sorted(pools)) if w is not None]
@@ -368,6 +378,7 @@ def decide(
     the Services' announcing-node annotations, once.
     """
     current_objects = {str((o.get("metadata") or {}).get("name") or ""): o for o in assignments}
+    written = assigned_nodes(current_objects.values()) if current_objects else None
     infos = {key: service_info(s) for key, s in services.items()}
     pool_objs = {str((p.get("metadata") or {}).get("name")): p for p in pools}
     pool_infos, invalid_pools = parse_pools(pool_objs.values())
@@ -384,9 +395,9 @@ def decide(
         policy_list,
         node_list,
         local_endpoints(endpointslices),
-        assigned_nodes(current_objects.values()) if current_objects else current_assignments(services.values()),
+        written if written is not None else current_assignments(services.values()),
     )
-    result = plan(services, infos, pool_objs, invalid_pools, ipam, sched, now)
+    result = plan(services, infos, pool_objs, invalid_pools, ipam, sched, now, written)
     desired = desired_assignments(ipam, sched, (n.name for n in node_list))
     result.assignments = plan_assignments(desired, current_objects, namespace)
     return Decision(result, ipam, sched, node_list, invalid_pools, invalid_policies)
