@@ -279,13 +279,16 @@ class AgentProcess:
     def healthz(self) -> tuple[int, str] | None:
         return http_get(self.host.netns, "http://127.0.0.1:9469/healthz")
 
-    def metric(self, name: str) -> float | None:
-        """One unlabelled sample from /metrics, or None."""
+    def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
+        """One sample from /metrics (unlabelled, or with exactly these labels), or None."""
         answer = http_get(self.host.netns, "http://127.0.0.1:9469/metrics")
         if answer is None or answer[0] != 200:
             return None
+        wanted = [name + " ", name + "{}"]
+        if labels:
+            wanted = [name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "} "]
         for line in answer[1].splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{}"):
+            if any(line.startswith(prefix) for prefix in wanted):
                 return float(line.rsplit(" ", 1)[1])
         return None
 

@@ -32,6 +32,8 @@ from e2e_harness import (
     lease_renew_time,
     report,
 )
+from kubernetes import client
+from kubernetes import config as kube_config
 
 pytestmark = pytest.mark.netns
 
@@ -548,3 +550,111 @@ def test_13_skewed_clock_causes_no_failover(e2e: E2E, ns: str, record_property: 
     announced = e2e.kube.condition("pinned", "l2lb.io/Announced", ns)
     assert announced is not None and announced["status"] == "True", announced
     assert e2e.controller() == leader
+
+
+FORGED_OUTSIDE_POOL = "198.18.120.99"  # in the lab subnet, in no pool
+FORGED_IN_POOL = "198.18.120.131"  # in the e2e-lan pool, allocated to no Service
+
+
+def _namespaced_user(e2e: E2E, ns: str, tmp_path: Any) -> client.ApiClient:
+    """A real non-admin bearer token, bound in ``ns`` to what the built-in edit role grants on Services."""
+    token = f"alice-{ns}-token"
+    e2e.api.add_token(token, "alice", ["team"])  # type: ignore[union-attr]
+    rbac = client.RbacAuthorizationV1Api(e2e.kube.client)
+    rbac.create_namespaced_role(
+        ns,
+        {
+            "metadata": {"name": "service-editor"},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["services"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+                }
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "alice-edits-services"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "service-editor"},
+            "subjects": [{"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}],
+        },
+    )
+    path = e2e.api.write_kubeconfig(  # type: ignore[union-attr]
+        tmp_path / "alice.kubeconfig", token=token, server_url=e2e.kube.client.configuration.host
+    )
+    return kube_config.new_client_from_config(config_file=str(path))
+
+
+def _forge(core: client.CoreV1Api, ns: str, node: str, *, create: bool) -> None:
+    """A ClusterIP Service and a LoadBalancer Service of another class, each claiming an address for ``node``."""
+    for name, ip, spec in (
+        ("forged-clusterip", FORGED_OUTSIDE_POOL, {"type": "ClusterIP"}),
+        ("forged-otherclass", FORGED_IN_POOL, {"type": "LoadBalancer", "loadBalancerClass": "example.com/other"}),
+    ):
+        annotations = {"l2lb.io/announcing-node": f"{ip}={node}", "l2lb.io/announcing-interfaces": f"{ip}=l2lb0"}
+        if create:
+            body = {
+                "metadata": {"name": name, "annotations": annotations},
+                "spec": {**spec, "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": name}},
+            }
+            core.create_namespaced_service(ns, body)
+        else:
+            core.patch_namespaced_service(name, ns, {"metadata": {"annotations": annotations}})
+
+
+def _no_answers_for_10s(e2e: E2E) -> int:
+    """Probe both forged addresses every 10 ms for 10 s; fail on any reply. Returns the probes sent."""
+    probers = [e2e.lab.start_prober(ip, interval_ms=10) for ip in (FORGED_OUTSIDE_POOL, FORGED_IN_POOL)]
+    try:
+        time.sleep(10.0)
+    finally:
+        results = [p.stop() for p in probers]
+    sent = 0
+    for ip, result in zip((FORGED_OUTSIDE_POOL, FORGED_IN_POOL), results, strict=True):
+        assert result.sent >= 500, f"{ip}: only {result.sent} probes went out"
+        answered = result.answered
+        assert not answered, f"{ip} was answered by {e2e.names(answered[0].macs)} ({len(answered)} probes)"
+        sent += result.sent
+    return sent
+
+
+def test_20_forged_announcement_annotations_from_a_namespace_user_are_never_answered(
+    e2e: E2E, ns: str, tmp_path: Any, record_property: Callable[[str, object], None]
+) -> None:
+    e2e.service(ns, "web")
+    ip, holder = e2e.wait_announced(ns, "web")
+    target = next(n for n in e2e.agents if n != holder)
+    alice = _namespaced_user(e2e, ns, tmp_path)
+    core = client.CoreV1Api(alice)
+    custom = client.CustomObjectsApi(alice)
+    for namespace in ("l2lb-system", ns):  # the assignment objects are out of her reach
+        body = {"apiVersion": "l2lb.io/v1alpha1", "kind": "L2Assignment", "metadata": {"name": target}}
+        body["spec"] = {"node": target, "announcements": [{"ip": FORGED_OUTSIDE_POOL, "interfaces": ["l2lb0"]}]}
+        with pytest.raises(client.ApiException) as denied:
+            custom.create_namespaced_custom_object("l2lb.io", "v1alpha1", namespace, "l2assignments", body)
+        assert denied.value.status == 403, denied.value
+    # Controller up: the forged Services are created and stay forged until the controller removes the annotations.
+    _forge(core, ns, target, create=True)
+    sent_up = _no_answers_for_10s(e2e)
+
+    def refused() -> float:
+        return sum(
+            a.metric("l2lb_refused_announcements_total", {"reason": "service_annotation"}) or 0
+            for a in e2e.agents.values()
+        )
+
+    eventually(lambda: refused() >= 2, timeout=5.0, what="the controller counted both forged annotations")
+    # Controller down: every agent restarted without a controller; the speakers keep their own objects.
+    for agent in e2e.agents.values():
+        agent.stop()
+        agent.start(controller={"enabled": False})
+    eventually(lambda: all((h := a.healthz()) is not None and h[0] == 200 for a in e2e.agents.values()), 20.0)
+    _forge(core, ns, target, create=False)
+    sent_down = _no_answers_for_10s(e2e)
+    result = e2e.probe(ip, count=3)
+    assert result.macs == {e2e.mac(holder)}, f"the real Service stays answered by {holder}: {e2e.describe(result)}"
+    report(record_property, "forged_probes_controller_up", sent_up)
+    report(record_property, "forged_probes_controller_down", sent_down)
