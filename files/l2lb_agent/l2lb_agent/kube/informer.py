@@ -3,33 +3,52 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from ..logs import fields
+from ..worker import Worker
 from .client import ApiError, KubeClient, Resource, _short, resource_version
 
 log = logging.getLogger(__name__)
 
+# kube-apiserver's watch cache sends every watcher a bookmark about once a minute; two missed in a row
+# (plus margin) on a connection that once had them means the stream is dead, not quiet.
+DEFAULT_STALL_AFTER = 150.0
 
-def _untyped(method: Callable[..., Any]) -> Callable[..., Any]:
-    """The list method without its return annotation, so ``watch.Watch`` hands us plain dicts.
 
-    With no return type to deserialize into, the client skips building model objects for every event
-    and still handles ERROR events (410 Gone) itself; ``deserialize=False`` would break that path.
-    """
+def _lines(response: Any) -> Iterator[bytes]:
+    """The newline-separated events of a watch response, as the chunks arrive."""
+    buffer = b""
+    for chunk in response.stream(amt=None, decode_content=False):
+        buffer += chunk
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            line, buffer = buffer[:end], buffer[end + 1 :]
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
 
-    def list_or_watch(*args: Any, **kwargs: Any) -> Any:
-        return method(*args, **kwargs)
 
-    return list_or_watch
+def _socket_of(response: Any) -> socket.socket | None:
+    """The socket under a urllib3 response (urllib3 2: ``connection.sock``; else http.client's)."""
+    connection = getattr(response, "connection", None) or getattr(response, "_connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        raw = getattr(getattr(getattr(response, "_fp", None), "fp", None), "raw", None)
+        sock = getattr(raw, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _older(candidate: str, current: str) -> bool:
@@ -66,13 +85,18 @@ class Backoff:
         return delay * random.uniform(0.8, 1.2)
 
 
-class Informer:
+class Informer(Worker):
     """A thread-safe cache of one resource kept current by LIST, then WATCH from the list's resourceVersion.
 
     On 410 Gone (the resourceVersion is too old) it re-lists; on errors it backs off and re-lists
     (the server may have restarted with another history); a watch the server ends on its timeout is
     resumed from the last resourceVersion. Handlers hear every change, including the differences a
     re-list reveals. During an API outage the cache keeps its last contents (fail-static).
+
+    The watch is read straight from the HTTP response (``watch=True, _preload_content=False``), which
+    the informer keeps: :meth:`restart_watch` shuts its socket down, so even a stream that went silent
+    (a half-open connection, a server that stopped sending) ends at once instead of at the read timeout.
+    :meth:`stalled` says when a watch looks like that (see ``stall_after``); the agent's watchdog asks.
     """
 
     def __init__(
@@ -85,7 +109,9 @@ class Informer:
         keep: Callable[[Mapping[str, Any]], bool] | None = None,
         watch_timeout: tuple[int, int] = (240, 360),
         name: str = "",
+        stall_after: float | None = DEFAULT_STALL_AFTER,
     ) -> None:
+        super().__init__(f"l2lb-informer-{name or resource.plural}")
         self.kube = kube
         self.resource = resource
         self.namespace = namespace
@@ -98,12 +124,14 @@ class Informer:
         self._rv = ""
         self._handlers: list[EventHandler] = []
         self._synced = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._watch: watch.Watch | None = None
+        self._response: Any = None  # the urllib3 response of the watch being read
+        self._response_lock = threading.Lock()
         self._restart = False
         self.listing = False  # a LIST is in flight: the cache is about to be fresh anyway
         self.last_event_at: float | None = None
+        self.watch_started_at: float | None = None  # while a watch stream is open
+        self.bookmarks_seen = False  # the server sends bookmarks: a long silence then means a dead stream
+        self.stall_after = stall_after
 
     # ---- public API ----
 
@@ -113,14 +141,11 @@ class Informer:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._thread = threading.Thread(target=self._run, name=f"l2lb-informer-{self.name}", daemon=True)
-        self._thread.start()
+        super().start()
 
     def stop(self, timeout: float = 3.0) -> None:
-        self._stopping.set()
-        self._interrupt()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._request_stop()
+        self._join(timeout)
 
     @property
     def synced(self) -> bool:
@@ -142,9 +167,27 @@ class Informer:
             return self._items.get(key)
 
     def restart_watch(self) -> None:
-        """Drop the current watch stream (e.g. it looks stalled) and re-list."""
+        """Drop the current watch stream (e.g. it looks stalled) and re-list, now.
+
+        Shuts the stream's socket down, so a read blocked on a silent connection returns at once.
+        """
         self._restart = True
-        self._interrupt()
+        self._poke()
+
+    def stalled(self, now: float | None = None) -> str | None:
+        """Why the open watch looks dead, or None.
+
+        Only where the server has shown it sends bookmarks (kube-apiserver: about every minute) does
+        silence mean anything: a quiet resource is otherwise indistinguishable from a dead stream. Then
+        no event and no bookmark for ``stall_after`` seconds is a stall.
+        """
+        since = self.watch_started_at
+        if since is None or self.stall_after is None or not self.bookmarks_seen:
+            return None
+        quiet = (time.monotonic() if now is None else now) - max(since, self.last_event_at or 0.0)
+        if quiet <= self.stall_after:
+            return None
+        return f"no event or bookmark for {quiet:.1f}s"
 
     def store_written(self, obj: Mapping[str, Any]) -> None:
         """Fold the response of our own write into the cache, so we never act on our stale copy.
@@ -167,11 +210,23 @@ class Informer:
 
     # ---- the informer thread ----
 
-    def _interrupt(self) -> None:
-        current = self._watch
-        if current is not None:
-            with contextlib.suppress(Exception):
-                current.stop()
+    def _poke(self) -> None:
+        """Wake a backoff wait and end the open watch stream (stop, restart, the debug hook)."""
+        self._wake.set()
+        with self._response_lock:
+            response = self._response
+        sock = _socket_of(response) if response is not None else None
+        if sock is not None:
+            # shutdown, not close: it wakes the reader blocked in recv (close would not), and the
+            # reader's own cleanup then closes the connection. The plain socket's method, under TLS
+            # too, so nothing touches the SSL object another thread is reading with.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def _pause(self, delay: float) -> None:
+        """Back off for ``delay`` seconds, or until stopped or asked to restart."""
+        self._wake.wait(delay)
+        self._wake.clear()
 
     def _run(self) -> None:
         backoff = Backoff()
@@ -195,7 +250,7 @@ class Informer:
                     self.kube.metrics.watch_restarts.labels(self.resource.plural, "restart").inc()
                 elif not events and time.monotonic() - started < 1.0 and not self._stopping.is_set():
                     # A stream that ends at once, again and again, must not spin.
-                    self._stopping.wait(backoff.next())
+                    self._pause(backoff.next())
             except ApiError as exc:
                 if self._stopping.is_set():
                     break
@@ -213,7 +268,7 @@ class Informer:
                     ),
                 )
                 failing = True
-                self._stopping.wait(delay)
+                self._pause(delay)
             except Exception as exc:
                 if self._stopping.is_set():
                     break
@@ -227,7 +282,7 @@ class Informer:
                     extra=fields(resource=self.name, error=_short(exc), delay=round(delay, 2)),
                 )
                 failing = True
-                self._stopping.wait(delay)
+                self._pause(delay)
 
     def _relist(self) -> None:
         self.listing = True
@@ -270,35 +325,59 @@ class Informer:
         }
         if self.label_selector:
             kwargs["label_selector"] = self.label_selector
-        stream = watch.Watch()
-        self._watch = stream
+        self._wake.clear()
         if self._stopping.is_set() or self._restart:
             return 0
+        try:
+            response = method(*args, watch=True, _preload_content=False, **kwargs)
+        except ApiException as exc:
+            raise self.kube.error("watch", self.resource, exc) from None
+        with self._response_lock:
+            self._response = response
         count = 0
         try:
-            events: Iterator[Any] = stream.stream(_untyped(method), *args, **kwargs)
-            first = True
-            for event in events:
-                if first:
-                    first = False
-                    self.kube.record("watch", self.resource, 200)
-                    self.kube.health.succeeded()
-                if self._stopping.is_set():
-                    break
-                if isinstance(event, dict):
-                    count += 1
-                    self._apply(event)
-        except ApiException as exc:
+            self.kube.record("watch", self.resource, int(getattr(response, "status", 200)))
+            self.kube.health.succeeded()
+            self.watch_started_at = time.monotonic()
             if self._stopping.is_set() or self._restart:
-                return count
-            raise self.kube.error("watch", self.resource, exc) from None
+                return 0  # asked while the request was on its way: the poke found no response to end
+            for line in _lines(response):
+                if self._stopping.is_set() or self._restart:
+                    break
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    log.debug("watch sent a line that is not JSON", extra=fields(resource=self.name))
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                if event.get("type") == "ERROR":
+                    raise self._watch_error(event.get("object"))
+                count += 1
+                self._apply(event)
+        except ApiError:
+            raise
         except Exception:
             if self._stopping.is_set() or self._restart:
                 return count
             raise
         finally:
-            self._watch = None
+            self.watch_started_at = None
+            with self._response_lock:
+                self._response = None
+            with contextlib.suppress(Exception):
+                response.close()
+            with contextlib.suppress(Exception):
+                response.release_conn()
         return count
+
+    def _watch_error(self, status: Any) -> ApiError:
+        """An ERROR event (a Status object: 410 Expired, a server error) as the ApiError it stands for."""
+        status = status if isinstance(status, dict) else {}
+        code = status.get("code")
+        exc = ApiException(status=int(code) if isinstance(code, int) else 500, reason=str(status.get("reason") or ""))
+        exc.body = json.dumps(status)
+        return self.kube.error("watch", self.resource, exc)
 
     def _apply(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
@@ -308,6 +387,7 @@ class Informer:
         self.last_event_at = time.monotonic()
         rv = resource_version(obj)
         if kind == "BOOKMARK":
+            self.bookmarks_seen = True
             if rv:
                 self._rv = rv
             return
