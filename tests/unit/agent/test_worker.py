@@ -104,3 +104,24 @@ def test_kill_reaches_the_arp_responder_blocked_in_select() -> None:
         assert isinstance(responder.error, ThreadKilled)
     finally:
         responder.stop()
+
+
+def test_kill_reaches_the_netlink_watcher_in_its_event_loop() -> None:
+    from l2lb_agent.netinfo import NetlinkWatcher
+
+    watcher = NetlinkWatcher(lambda change: None)
+    try:
+        watcher.start()
+    except Exception as exc:  # no netlink here
+        pytest.skip(f"netlink unavailable: {exc}")
+    try:
+        time.sleep(0.1)
+        assert watcher.kill()
+        _wait(lambda: not watcher.running, timeout=1.0)
+        assert isinstance(watcher.error, ThreadKilled)
+    finally:
+        watcher.stop()
+    quiet = NetlinkWatcher(lambda change: None)
+    quiet.start()
+    quiet.stop()
+    assert not quiet.running and quiet.failure is None
