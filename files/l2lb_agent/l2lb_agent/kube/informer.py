@@ -213,15 +213,17 @@ class Informer(Worker):
     def _poke(self) -> None:
         """Wake a backoff wait and end the open watch stream (stop, restart, the debug hook)."""
         self._wake.set()
+        # Under the lock: the reader forgets the response (under it) before its connection goes back
+        # to the pool, so this never shuts down a connection that already serves another request.
         with self._response_lock:
             response = self._response
-        sock = _socket_of(response) if response is not None else None
-        if sock is not None:
-            # shutdown, not close: it wakes the reader blocked in recv (close would not), and the
-            # reader's own cleanup then closes the connection. The plain socket's method, under TLS
-            # too, so nothing touches the SSL object another thread is reading with.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            sock = _socket_of(response) if response is not None else None
+            if sock is not None:
+                # shutdown, not close: it wakes the reader blocked in recv (close would not), and the
+                # reader's own cleanup then closes the connection. The plain socket's method, under TLS
+                # too, so nothing touches the SSL object another thread is reading with.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def _pause(self, delay: float) -> None:
         """Back off for ``delay`` seconds, or until stopped or asked to restart."""
