@@ -19,7 +19,8 @@ Implemented
     One global resourceVersion counter, ``409`` on stale updates, status subresource semantics,
     ``metadata.generation``, finalizers, owner-reference garbage collection, namespace cleanup, watches with
     bookmarks and a bounded history (``410 Expired`` as an ``ERROR`` event), request counting per
-    (verb, resource) at ``GET/DELETE /_standin/requests``.
+    (verb, resource) at ``GET/DELETE /_standin/requests``. Failure injection: ``ApiServer.stall_watches()``
+    (or ``POST /_standin/stall-watches?resource=PLURAL``) makes open watches go silent without closing them.
 
 Deliberately different
     * No Go types: built-in kinds are decoded with the field list of the Python client's models and

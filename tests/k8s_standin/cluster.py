@@ -112,6 +112,14 @@ def _warning_headers(warnings: Iterable[str]) -> list[tuple[str, str]]:
     return [("Warning", "299 - " + json.dumps(w)) for w in warnings]
 
 
+@dataclass
+class _OpenWatch:
+    """A watch being served; ``stalled`` ones keep their connection but send nothing more."""
+
+    resource: str
+    stalled: bool = False
+
+
 class Cluster:
     def __init__(
         self,
@@ -133,6 +141,9 @@ class Cluster:
         self.server_address = ""
         self._counts: Counter[tuple[str, str]] = Counter()
         self._counts_lock = threading.Lock()
+        self._open_watches: dict[int, _OpenWatch] = {}
+        self._open_watches_lock = threading.Lock()
+        self._watch_ids = iter(range(1, 1 << 62))
         self._bootstrap()
 
     # --- helpers used by strategies ------------------------------------------------------------------
@@ -463,6 +474,11 @@ class Cluster:
     def _standin_endpoint(self, req: Request, path: str, user: UserInfo) -> Response:
         if not user.is_admin:
             raise ApiError(403, "Forbidden", f'forbidden: User "{user.name}" cannot use {path}', {})
+        if path == "/_standin/stall-watches":
+            if req.method != "POST":
+                raise e.method_not_allowed()
+            stalled = self.stall_watches(req.param("resource") or None)
+            return Response(200, {"stalled": stalled})
         if path == "/_standin/requests":
             if req.method == "DELETE":
                 self.reset_counts()
@@ -588,6 +604,19 @@ class Cluster:
                 return self.store.current_rv()
         return None
 
+    def stall_watches(self, resource: str | None = None) -> int:
+        """Make the open watches (of ``resource``, a plural such as ``leases``; None: all) go silent.
+
+        A test's failure injection: their connections stay open and the client sees no error, but no
+        event, bookmark or end of stream is sent on them any more (what a half-open connection or a
+        wedged server looks like). Watches started later are served normally. Returns how many stalled.
+        """
+        with self._open_watches_lock:
+            chosen = [w for w in self._open_watches.values() if resource is None or w.resource == resource]
+            for open_watch in chosen:
+                open_watch.stalled = True
+        return len(chosen)
+
     def _watch_events(
         self,
         rt: ResourceType,
@@ -597,6 +626,10 @@ class Cluster:
         bookmarks: bool,
         initial_events: bool,
     ) -> Iterator[bytes]:
+        state = _OpenWatch(rt.plural)
+        with self._open_watches_lock:
+            watch_id = next(self._watch_ids)
+            self._open_watches[watch_id] = state
         try:
             with self.store.lock:
                 start_rv = self.store.current_rv()
@@ -607,6 +640,10 @@ class Cluster:
             deadline = time.monotonic() + timeout
             last_bookmark = time.monotonic()
             while True:
+                if state.stalled:
+                    time.sleep(0.1)
+                    yield b""  # nothing is written; lets the handler notice the client hanging up
+                    continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
@@ -623,8 +660,12 @@ class Cluster:
                     continue
                 if item is None:
                     return
+                if state.stalled:
+                    continue  # stalled while waiting: this event is never sent
                 yield self._event_line(rt, item[0], item[1])
         finally:
+            with self._open_watches_lock:
+                self._open_watches.pop(watch_id, None)
             self.store.unwatch(watcher)
 
     # --- decoding ------------------------------------------------------------------------------------

@@ -400,6 +400,13 @@ class ApiServer:
     def reset_counts(self) -> None:
         self.cluster.reset_counts()
 
+    def stall_watches(self, resource: str | None = None) -> int:
+        """Open watches (of ``resource``, e.g. ``"leases"``; None: all) stay connected but go silent.
+
+        Also ``POST /_standin/stall-watches?resource=leases`` (admin token). See ``Cluster.stall_watches``.
+        """
+        return self.cluster.stall_watches(resource)
+
     @property
     def resource_version(self) -> int:
         return self.cluster.store.current_rv()

@@ -9,6 +9,7 @@ heartbeat Lease and return 0.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -26,8 +27,13 @@ from .logs import fields, node_logger
 from .metrics import Metrics, MetricsServer
 from .model.contract import assignment_name
 from .speaker.runtime import SpeakerRuntime
+from .watchdog import Watchdog
+from .worker import Worker
 
 HANDOVER_LINGER = 1.0  # seconds a drained node keeps answering moved IPs if it never hears the new node
+DEAD_THREAD_GRACE = 2.0  # seconds /healthz names a dead thread before the process exits (1) for a restart
+DEBUG_HOOKS_ENV = "L2LB_AGENT_DEBUG_HOOKS"  # "1": POST /debug/kill?thread=NAME from localhost (tests only)
+EXIT_THREAD_DIED = 1
 
 ResponderFactory = Callable[..., Any]
 """responder_factory(on_conflict=..., on_count=...) -> an object with start/stop/set_assignments/announce."""
@@ -164,8 +170,16 @@ class Agent:
         self.metrics.api_reachable.set_function(lambda: 1.0 if self.kube.health.reachable else 0.0)
         self.metrics.fail_static.set_function(lambda: 1.0 if self.fail_static else 0.0)
         self.metrics_server: MetricsServer | None = None
-        self._watchdog_stop = threading.Event()
-        self._watchdog_thread: threading.Thread | None = None
+        self.watchdog = Watchdog(
+            f"l2lb-watchdog-{self.node}",
+            config.heartbeat.renew_interval,
+            self.caches.all,
+            judges={self.leases: self._lease_watch_stalled},
+            settle=config.heartbeat.lease_duration,
+            logger=node_logger("l2lb.watchdog", self.node),
+        )
+        self.debug_hooks = os.environ.get(DEBUG_HOOKS_ENV, "") == "1"
+        self.exit_reason = ""
         self._stop_requested = threading.Event()
         self._fast_stop = threading.Event()
         self._started = False
@@ -192,21 +206,11 @@ class Agent:
             if stale and not informer.listing:
                 informer.restart_watch()
 
-    def _watchdog(self) -> None:
-        """Catch a stalled Lease watch: our heartbeat writes succeed but we never see them come back."""
-        timing = self.config.heartbeat
-        last_restart = 0.0
-        while not self._watchdog_stop.wait(timing.renew_interval):
-            now = time.monotonic()
-            if (
-                self.heartbeat.fresh()
-                and self.leases.synced
-                and self.observer.blind()
-                and now - last_restart > timing.lease_duration
-            ):
-                self.log.warning("lease watch looks stalled: restarting it")
-                self.leases.restart_watch()
-                last_restart = now
+    def _lease_watch_stalled(self) -> str | None:
+        """The Lease watch is stalled when our heartbeat writes succeed but we never see them come back."""
+        if self.heartbeat.fresh() and self.leases.synced and self.observer.blind():
+            return "our own heartbeat renewals do not come back on the watch"
+        return None
 
     def _lease_event(self, kind: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
         if kind == "SYNCED":
@@ -290,13 +294,16 @@ class Agent:
         """Start every loop; returns at once (readiness: :meth:`health`)."""
         address = self.config.metrics_host_port
         if address is not None:
-            self.metrics_server = MetricsServer(self.metrics, self.health, *address)
+            debug = self.debug_kill if self.debug_hooks else None
+            self.metrics_server = MetricsServer(self.metrics, self.health, *address, debug_kill=debug)
             self.metrics_server.start()
         self.log.info("starting", extra=fields(namespace=self.namespace, version=_version()))
+        if self.debug_hooks:
+            self.log.warning(f"debug hooks enabled ({DEBUG_HOOKS_ENV}=1): POST /debug/kill kills a thread")
         if self._interfaces == self._netinfo_interfaces:
-            from .netinfo import InterfaceWatcher
+            from .netinfo import NetlinkWatcher
 
-            self._netwatch = InterfaceWatcher(self._interface_changed)
+            self._netwatch = NetlinkWatcher(self._interface_changed)
             self._netwatch.start()
         if self._responder_factory is not None:
             self.responder = self._responder_factory(
@@ -311,8 +318,9 @@ class Agent:
         self.speaker.start()
         if self.election is not None:
             self.election.start()
-        self._watchdog_thread = threading.Thread(target=self._watchdog, name=f"l2lb-watchdog-{self.node}", daemon=True)
-        self._watchdog_thread.start()
+        self.watchdog.start()
+        for worker in self.threads().values():
+            worker.add_death_listener(self._thread_died)
         self._started = True
 
     def request_stop(self, graceful: bool = True) -> None:
@@ -322,12 +330,43 @@ class Agent:
         self._stop_requested.set()
 
     def run(self) -> int:
-        """Start, serve until asked to stop, shut down gracefully; the process exit code."""
+        """Start, serve until asked to stop, shut down gracefully; the process exit code.
+
+        When a thread dies instead (:meth:`dead_threads`): hand over at once (stop answering, release the
+        controller Lease, delete the heartbeat Lease, so the controller moves this node's IPs now), keep
+        /healthz naming the dead thread for :data:`DEAD_THREAD_GRACE` seconds, and return 1, so systemd's
+        ``Restart=on-failure`` starts a whole agent again.
+        """
         self.start()
-        while not self._stop_requested.wait(1.0):
+        while not self._stop_requested.wait(1.0) and not self.dead_threads():
             pass
+        if self.dead_threads():
+            return self._exit_dead()
         self.shutdown(graceful=not self._fast_stop.is_set())
         return 0
+
+    def _thread_died(self, worker: Worker) -> None:
+        self._stop_requested.set()  # run() takes it from here (on the main thread)
+
+    def _exit_dead(self) -> int:
+        died_at = time.monotonic()
+        dead = self.dead_threads()
+        self.exit_reason = "thread died: " + "; ".join(f"{name} ({why})" for name, why in dead.items())
+        self.log.error(
+            "a thread died: handing this node's IPs over and exiting",
+            extra=fields(threads=",".join(dead), grace=DEAD_THREAD_GRACE),
+        )
+        if not self._stopped:
+            self._stop_loops(release=True, keep_metrics=True)
+            self.heartbeat.delete()  # the controller moves our IPs now, not when the Lease expires
+            self.kube.close()
+            self._stopped = True
+        # /healthz keeps saying which thread died (a scrape or the role's health wait sees why).
+        self._fast_stop.wait(max(0.0, DEAD_THREAD_GRACE - (time.monotonic() - died_at)))
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        self.log.info("stopped", extra=fields(exit=EXIT_THREAD_DIED))
+        return EXIT_THREAD_DIED
 
     def shutdown(self, graceful: bool = True) -> None:
         """Drain (graceful) and stop everything; safe to call once."""
@@ -374,8 +413,8 @@ class Agent:
         self.kube.close()
         self._stopped = True
 
-    def _stop_loops(self, release: bool) -> None:
-        self._watchdog_stop.set()
+    def _stop_loops(self, release: bool, keep_metrics: bool = False) -> None:
+        self.watchdog.stop()
         if self.responder is not None:
             self.responder.stop()
         self.speaker.stop()
@@ -389,7 +428,7 @@ class Agent:
             informer.stop(timeout=1.0)
         if self._netwatch is not None:
             self._netwatch.stop()
-        if self.metrics_server is not None:
+        if self.metrics_server is not None and not keep_metrics:
             self.metrics_server.stop()
 
     # ---- health ----
@@ -399,22 +438,51 @@ class Agent:
         """The API is out of reach after we knew our assignments: we keep announcing them as they were."""
         return all(i.synced for i in self.informers()) and not self.kube.health.reachable
 
+    def threads(self) -> dict[str, Worker]:
+        """Every long-lived thread of this agent, by the name /healthz and the debug hook use."""
+        threads: dict[str, Worker] = {}
+        if isinstance(self.responder, Worker):  # tests may inject a responder without a thread
+            threads["responder"] = self.responder
+        if isinstance(self._netwatch, Worker):
+            threads["netlink-watcher"] = self._netwatch
+        for informer in self.informers():
+            threads[f"informer-{informer.name}"] = informer
+        threads["heartbeat"] = self.heartbeat
+        if self.election is not None:
+            threads["election"] = self.election
+        threads["controller"] = self.controller
+        threads["speaker"] = self.speaker
+        threads["watchdog"] = self.watchdog
+        return threads
+
+    def dead_threads(self) -> dict[str, str]:
+        """name -> why, for every thread that ended without being asked to stop."""
+        return {name: w.failure for name, w in self.threads().items() if w.failure is not None}
+
+    def debug_kill(self, name: str) -> tuple[bool, str]:
+        """The debug hook: kill one thread (by :meth:`threads` name or thread name) as a bug would."""
+        threads = self.threads()
+        worker = threads.get(name) or next((w for w in threads.values() if w.thread_name == name), None)
+        if worker is None:
+            return False, f"no thread {name!r}; threads: {', '.join(threads)}"
+        if not worker.kill():
+            return False, f"thread {name!r} is not running"
+        self.log.warning("debug hook: killed a thread", extra=fields(thread=name))
+        return True, f"killed {name}"
+
     def health(self) -> tuple[bool, str]:
         """(healthy, one line saying why): what /healthz serves."""
         if not self._started:
             return False, "starting"
+        dead = self.dead_threads()
+        if dead:
+            causes = "; ".join(f"{name} ({why})" for name, why in dead.items())
+            return False, f"thread died: {causes}; exiting"
         if self._stopped:
             return False, "stopped"
-        loops = {
-            "heartbeat": self.heartbeat.running,
-            "controller": self.controller.running,
-            "speaker": self.speaker.running,
-        }
-        if self.election is not None:
-            loops["election"] = self.election._thread is not None and self.election._thread.is_alive()
-        dead = [name for name, alive in loops.items() if not alive]
-        if dead:
-            return False, f"loop stopped: {', '.join(dead)}"
+        stopped = [name for name, worker in self.threads().items() if not worker.running]
+        if stopped:
+            return False, f"loop stopped: {', '.join(stopped)}"
         synced = all(i.synced for i in self.informers())
         announcing = len(self.speaker.announced())
         role = "controller" if self._is_leader() else "follower"

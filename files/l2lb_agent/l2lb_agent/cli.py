@@ -1,11 +1,14 @@
 """Command line: ``l2lb-agent run --config FILE``, ``l2lb-agent check-config FILE``, ``l2lb-agent version``.
 
-Exit codes: 0 success, 2 configuration problems (listed, no traceback), 1 anything else.
+Exit codes: 0 success, 2 configuration problems (listed, no traceback), 1 anything else: a start that
+failed, or a thread of the running agent that died (so systemd's ``Restart=on-failure`` restarts it).
+Either prints one line on stderr; the traceback goes to the log at debug level (a dead thread's at error).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,6 +20,8 @@ from .config import ConfigError, load_config
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
+
+log = logging.getLogger("l2lb.agent")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +67,7 @@ def run(path: str) -> int:
         agent = Agent(config)
     except Exception as exc:  # e.g. an unreadable kubeconfig: one line, not a traceback
         print(f"l2lb-agent: cannot start: {exc}", file=sys.stderr)
+        log.debug("cannot start", exc_info=True)
         return EXIT_FAILURE
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -70,11 +76,15 @@ def run(path: str) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        return agent.run()
+        code = agent.run()
     except Exception as exc:  # e.g. the metrics address is taken, netlink unusable: one line, no traceback
         print(f"l2lb-agent: cannot run: {exc}", file=sys.stderr)
+        log.debug("cannot run", exc_info=True)
         agent.shutdown(graceful=False)
         return EXIT_FAILURE
+    if code != EXIT_OK:
+        print(f"l2lb-agent: {agent.exit_reason or 'failed'}", file=sys.stderr)
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

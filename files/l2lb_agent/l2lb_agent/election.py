@@ -36,6 +36,7 @@ from .heartbeat import (
 from .kube import ApiError, KubeClient, resource_version
 from .logs import fields
 from .metrics import Metrics
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def controller_lease_body(
     return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
 
 
-class LeaderElection:
+class LeaderElection(Worker):
     """Campaign for, hold and release the controller Lease; see the module docstring.
 
     ``lease`` returns the Lease as the informer last saw it (None when absent); ``ready`` says whether
@@ -92,6 +93,7 @@ class LeaderElection:
         metrics: Metrics | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
+        super().__init__(f"l2lb-election-{identity}")
         self.kube = kube
         self.namespace = namespace
         self.identity = identity
@@ -104,9 +106,6 @@ class LeaderElection:
         self._metrics = metrics or kube.metrics
         self._log = logger or log
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._leader = False
         self._candidate = True
         self._rv = ""
@@ -124,16 +123,10 @@ class LeaderElection:
 
     # ---- public API ----
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"l2lb-election-{self.identity}", daemon=True)
-        self._thread.start()
-
     def stop(self, release: bool = True) -> None:
         """Stop campaigning; release the Lease if we hold it and ``release`` (graceful shutdown)."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5.0)
+        self._request_stop()
+        self._join(5.0)
         if self._leader:
             if release:
                 self.release()

@@ -12,12 +12,16 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 log = logging.getLogger(__name__)
 
 HealthCheck = Callable[[], tuple[bool, str]]
+DebugKill = Callable[[str], tuple[bool, str]]
+"""debug_kill(thread_name) -> (done, one line): the agent's debug hook behind ``POST /debug/kill``."""
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
 class Metrics:
@@ -101,12 +105,19 @@ class Metrics:
 
 
 class MetricsServer:
-    """``/metrics`` (Prometheus text) and ``/healthz`` (200 or 503 with a one-line reason)."""
+    """``/metrics`` (Prometheus text) and ``/healthz`` (200 or 503 with a one-line reason).
 
-    def __init__(self, metrics: Metrics, health: HealthCheck, host: str, port: int) -> None:
+    With ``debug_kill`` (only when the agent runs with ``L2LB_AGENT_DEBUG_HOOKS=1``; off by default) it
+    also serves ``POST /debug/kill?thread=NAME`` to clients on the loopback address, for tests that
+    need a thread of a running agent to die. Without it that path is a 404 like any other.
+    """
+
+    def __init__(
+        self, metrics: Metrics, health: HealthCheck, host: str, port: int, *, debug_kill: DebugKill | None = None
+    ) -> None:
         self._metrics = metrics
         self._health = health
-        handler = _make_handler(metrics, health)
+        handler = _make_handler(metrics, health, debug_kill)
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -128,7 +139,7 @@ class MetricsServer:
             self._thread.join(2.0)
 
 
-def _make_handler(metrics: Metrics, health: HealthCheck) -> type[BaseHTTPRequestHandler]:
+def _make_handler(metrics: Metrics, health: HealthCheck, debug_kill: DebugKill | None) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "l2lb-agent"
 
@@ -144,6 +155,18 @@ def _make_handler(metrics: Metrics, health: HealthCheck) -> type[BaseHTTPRequest
                 self._send(200 if ok else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
             else:
                 self._send(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+
+        def do_POST(self) -> None:
+            path, _, query = self.path.partition("?")
+            if debug_kill is None or path != "/debug/kill":
+                self._send(404, b"not found\n", "text/plain; charset=utf-8")
+                return
+            if str(self.client_address[0]) not in LOOPBACK:
+                self._send(403, b"debug hooks answer on localhost only\n", "text/plain; charset=utf-8")
+                return
+            names = parse_qs(query).get("thread") or [""]
+            done, text = debug_kill(names[0])
+            self._send(200 if done else 404, (text + "\n").encode(), "text/plain; charset=utf-8")
 
         def _send(self, code: int, body: bytes, content_type: str) -> None:
             self.send_response(code)

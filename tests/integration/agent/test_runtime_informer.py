@@ -1,8 +1,11 @@
 """The kube layer's informer against the stand-in: list + watch, resume after the server ends a watch,
-re-list on 410 Gone, fold in our own writes; every request counted."""
+re-list on 410 Gone, fold in our own writes; every request counted; a watch that goes silent (the
+stand-in stops sending without closing) is ended at once by restart_watch() and replaced by the watchdog
+within one period."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ from agent_harness import Kube, eventually
 from k8s_standin import ApiServer
 from l2lb_agent.kube import SERVICES, Informer, KubeClient
 from l2lb_agent.metrics import Metrics
+from l2lb_agent.watchdog import Watchdog
 
 
 def _names(informer: Informer) -> set[str]:
@@ -81,3 +85,78 @@ def test_own_write_is_folded_in_once(kube: Kube, kubeconfig: Path) -> None:
     eventually(lambda: events.count("ADDED") == 2)
     assert events.count("MODIFIED") == 1, "the watch event for our own write is not a second change"
     informer.stop()
+
+
+def _lists(metrics: Metrics) -> float:
+    return metrics.value("l2lb_api_requests_total", {"verb": "list", "resource": "services", "code": "200"}) or 0
+
+
+def test_restart_watch_ends_a_silent_stream_at_once(kube: Kube, kubeconfig: Path) -> None:
+    metrics = Metrics()
+    informer = Informer(KubeClient(str(kubeconfig), metrics), SERVICES)
+    informer.start()
+    try:
+        assert informer.wait_synced(5.0)
+        eventually(lambda: informer.watch_started_at is not None, what="the watch open")
+        assert kube.api.stall_watches("services") == 1
+        kube.create_service("unseen")
+        time.sleep(0.5)
+        assert "unseen" not in _names(informer), "the stalled watch must not deliver anything"
+        started = time.monotonic()
+        informer.restart_watch()
+        # The old watch.Watch().stop() only set a flag read after the next event: the read would have
+        # blocked until its timeout (minutes). Shutting the socket down ends it now.
+        eventually(lambda: "unseen" in _names(informer), timeout=1.0, what="a re-list after restart_watch")
+        assert time.monotonic() - started < 1.0
+        assert metrics.value("l2lb_watch_restarts_total", {"resource": "services", "reason": "restart"}) == 1
+        assert _lists(metrics) == 2
+        kube.create_service("after")
+        eventually(lambda: "after" in _names(informer), what="the new watch delivers")
+        assert not metrics.value("l2lb_watch_restarts_total", {"resource": "services", "reason": "error"})
+    finally:
+        informer.stop()
+    assert not informer.running and informer.failure is None, "a stopped informer is not a dead one"
+
+
+def test_watchdog_replaces_a_watch_that_stopped_sending_bookmarks_within_one_period(tmp_path: Path) -> None:
+    # Bookmarks every 0.2 s stand for kube-apiserver's every minute; silence for 1 s then means a stall.
+    api = ApiServer(state_dir=tmp_path / "standin", bookmark_interval=0.2).start()
+    stall_after, period = 1.0, 0.25
+    try:
+        kubeconfig = api.write_kubeconfig(tmp_path / "kubeconfig")
+        kube = Kube(api, kubeconfig)
+        metrics = Metrics()
+        informer = Informer(KubeClient(str(kubeconfig), metrics), SERVICES, stall_after=stall_after)
+        quiet = Informer(KubeClient(str(kubeconfig), Metrics()), SERVICES, name="quiet", stall_after=stall_after)
+        watchdog = Watchdog("watchdog", period, lambda: [informer, quiet], settle=stall_after)
+        informer.start()
+        quiet.start()
+        watchdog.start()
+        try:
+            eventually(lambda: informer.bookmarks_seen and quiet.bookmarks_seen, what="bookmarks")
+            time.sleep(3 * stall_after)
+            assert watchdog.restarts == 0, "a quiet resource whose bookmarks arrive is not stalled"
+            assert api.stall_watches("services") == 2
+            informer.restart_watch()  # only `quiet` stays stalled: the watchdog must find it alone
+            eventually(lambda: informer.watch_started_at is not None, what="informer watching again")
+            stalled_at = time.monotonic()
+            kube.create_service("later")
+            eventually(lambda: "later" in _names(informer), what="the restarted informer")
+            # Judged stalled stall_after after its last bookmark (at most stall_after from now), then
+            # replaced at the next round: one period; a little for the re-list itself.
+            eventually(
+                lambda: "later" in _names(quiet),
+                timeout=stall_after + period + 0.5,
+                what="the watchdog replacing the stalled watch",
+            )
+            recovered = time.monotonic() - stalled_at
+            assert watchdog.restarts == 1, watchdog.restarts
+            assert recovered <= stall_after + period + 0.5, recovered
+            kube.create_service("after")
+            eventually(lambda: "after" in _names(quiet), what="the new watch delivers")
+        finally:
+            watchdog.stop()
+            informer.stop()
+            quiet.stop()
+    finally:
+        api.stop()

@@ -64,3 +64,32 @@ def test_agent_process_becomes_healthy_and_exits_cleanly_on_sigterm(
     assert kube.lease("l2lb-node-proc-node") is None, "heartbeat lease deleted on the way out"
     assert kube.holder() == "", "controller lease released"
     assert kube.api.admin_token not in stderr, "no secrets in the logs"
+
+
+def _run_agent(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "l2lb_agent", "run", "--config", str(config)],
+        cwd=AGENT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_startup_error_is_one_line_with_the_traceback_only_at_debug(tmp_path: Path) -> None:
+    broken = tmp_path / "kubeconfig"
+    broken.write_text("this: is: not a kubeconfig\n")
+    for level in ("info", "debug"):
+        config = tmp_path / f"agent-{level}.yml"
+        config.write_text(
+            f"node_name: proc-node\nkubeconfig: {broken}\nspeaker: {{enabled: false}}\n"
+            f"metrics_address: 127.0.0.1:0\nlog_level: {level}\n"
+        )
+        result = _run_agent(config)
+        assert result.returncode == 1, result
+        lines = [line for line in result.stderr.splitlines() if line.startswith("l2lb-agent: ")]
+        assert len(lines) == 1 and lines[0].startswith("l2lb-agent: cannot start: "), result.stderr
+        if level == "info":
+            assert "Traceback" not in result.stderr, result.stderr
+        else:
+            assert "Traceback" in result.stderr, "the traceback is logged at debug level"

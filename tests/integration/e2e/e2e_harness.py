@@ -87,12 +87,12 @@ def in_netns(name: str) -> Iterator[None]:
         os.close(own)
 
 
-def http_get(netns: str, url: str, timeout: float = 1.0) -> tuple[int, str] | None:
-    """GET ``url`` from inside ``netns`` (no proxies); (status, body) or None when nothing answers."""
+def http_get(netns: str, url: str, timeout: float = 1.0, method: str = "GET") -> tuple[int, str] | None:
+    """GET (or ``method``) ``url`` from inside ``netns`` (no proxies); (status, body) or None when nothing answers."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with in_netns(netns):
         try:
-            with opener.open(url, timeout=timeout) as response:
+            with opener.open(urllib.request.Request(url, method=method), timeout=timeout) as response:
                 return response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -192,6 +192,7 @@ class AgentProcess:
         self.config_path = workdir / f"{name}.yml"
         self.proc: subprocess.Popen[Any] | None = None
         self.overrides: dict[str, Any] = {}
+        self.debug_hooks = False
         self.starts = 0
 
     @property
@@ -218,10 +219,17 @@ class AgentProcess:
                 base[key] = value
         return base
 
-    def start(self, **overrides: Any) -> None:
-        """Start with the default config plus ``overrides`` (merged one level deep)."""
+    def start(self, *, debug_hooks: bool = False, **overrides: Any) -> None:
+        """Start with the default config plus ``overrides`` (merged one level deep).
+
+        ``debug_hooks``: with ``L2LB_AGENT_DEBUG_HOOKS=1`` (``POST /debug/kill``, see :meth:`kill_thread`).
+        """
         assert not self.running, f"{self.name}: already running"
         self.overrides = overrides
+        self.debug_hooks = debug_hooks
+        env = _agent_env()
+        if debug_hooks:
+            env["L2LB_AGENT_DEBUG_HOOKS"] = "1"
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
         self.starts += 1
         with self.log_path.open("a") as log:
@@ -231,7 +239,7 @@ class AgentProcess:
             self.proc = self.lab.popen(
                 self.host,
                 [PYTHON, "-m", "l2lb_agent", "run", "--config", str(self.config_path)],
-                env=_agent_env(),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -278,6 +286,10 @@ class AgentProcess:
 
     def healthz(self) -> tuple[int, str] | None:
         return http_get(self.host.netns, "http://127.0.0.1:9469/healthz")
+
+    def kill_thread(self, thread: str) -> tuple[int, str] | None:
+        """The debug hook (started with ``debug_hooks=True``): kill one thread inside the agent."""
+        return http_get(self.host.netns, f"http://127.0.0.1:9469/debug/kill?thread={thread}", method="POST")
 
     def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
         """One sample from /metrics (unlabelled, or with exactly these labels), or None."""
@@ -502,7 +514,7 @@ class E2E:
                 self.kube.custom.delete_cluster_custom_object(GROUP, VERSION, POLICY_PLURAL, policy)
         self._policies.clear()
         for agent in self.agents.values():
-            if agent.running and agent.overrides:
+            if agent.running and (agent.overrides or agent.debug_hooks):
                 agent.stop()
             if not agent.running:
                 agent.start()

@@ -658,3 +658,41 @@ def test_20_forged_announcement_annotations_from_a_namespace_user_are_never_answ
     assert result.macs == {e2e.mac(holder)}, f"the real Service stays answered by {holder}: {e2e.describe(result)}"
     report(record_property, "forged_probes_controller_up", sent_up)
     report(record_property, "forged_probes_controller_down", sent_down)
+
+
+def test_14_killed_responder_thread_turns_healthz_unhealthy_and_the_agent_exits_1(
+    e2e: E2E, ns: str, record_property: Callable[[str, object], None]
+) -> None:
+    # The debug hook (L2LB_AGENT_DEBUG_HOOKS=1, off by default) kills a thread as an unexpected bug would.
+    for agent in e2e.agents.values():
+        agent.stop()
+        agent.start(debug_hooks=True)
+    e2e.wait_ready(30.0)
+    e2e.service(ns, "web")
+    ip, node = e2e.wait_announced(ns, "web")
+    e2e.wait_single_answerer(ip, node)
+    agent = e2e.agents[node]
+    answer = agent.kill_thread("responder")
+    t_kill = time.monotonic()
+    assert answer is not None and answer[0] == 200, answer
+
+    def loud() -> str | None:
+        if not agent.running:
+            return f"exited {agent.proc.returncode if agent.proc else None}"
+        health = agent.healthz()
+        if health is not None and health[0] == 503 and "responder" in health[1]:
+            return health[1].strip()
+        return None
+
+    seen = eventually(loud, 2.0, 0.02, what=f"{node}: /healthz naming the dead responder, or the agent exiting")
+    report(record_property, "dead_responder_unhealthy_ms", round((time.monotonic() - t_kill) * 1e3, 1))
+    assert seen.startswith("thread died: responder (ThreadKilled") or seen == "exited 1", seen
+    code = agent.reap(10.0)
+    report(record_property, "dead_responder_exit_s", round(time.monotonic() - t_kill, 2))
+    assert code == 1, f"exit code {code} (systemd restarts the unit on a non-zero exit)\n{agent.log_tail()}"
+    log = agent.log()
+    assert "thread l2lb-arp-responder died: ThreadKilled" in log and "Traceback" in log, agent.log_tail()
+    assert "l2lb-agent: thread died: responder (ThreadKilled" in log, agent.log_tail()
+    # It handed over before exiting: another node answers for the IP.
+    _, new = e2e.wait_announced(ns, "web", where=lambda n: n != node, what="the IP moved off the dead responder")
+    e2e.wait_single_answerer(ip, new, timeout=5.0)

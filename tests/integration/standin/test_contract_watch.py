@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -231,3 +233,41 @@ def test_shared_informer_keeps_a_cache(core: client.CoreV1Api, namespace: str) -
         assert [obj.metadata.name for obj in shared.cache.list()] == ["during"]
     finally:
         shared.stop()
+
+
+def test_stall_watches_keeps_the_connection_but_sends_nothing(
+    standin: ApiServer, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+) -> None:
+    """Failure injection, not kube-apiserver behaviour: what a half-open connection looks like to a client."""
+    seen: list[str] = []
+    opened = threading.Event()
+    response = core.list_namespaced_config_map(namespace, watch=True, _preload_content=False, timeout_seconds=30)
+
+    def read() -> None:
+        opened.set()
+        with contextlib.suppress(Exception):  # the shutdown at the end breaks the stream
+            for chunk in response.stream(amt=None, decode_content=False):
+                seen.append(chunk.decode())
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert opened.wait(2)
+    time.sleep(0.2)
+    # Over HTTP with the admin token, as a test outside the process would ask.
+    answer = api.call_api(
+        "POST",
+        f"{standin.url}/_standin/stall-watches?resource=configmaps",
+        header_params={"Authorization": f"Bearer {standin.admin_token}"},
+    )
+    answer.read()
+    assert answer.status == 200 and b'"stalled": 1' in answer.data.replace(b'":1', b'": 1'), answer.data
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "unsent"}})
+    time.sleep(0.5)
+    assert reader.is_alive() and not any("unsent" in chunk for chunk in seen), seen
+    fresh = watch.Watch().stream(core.list_namespaced_config_map, namespace, timeout_seconds=1)
+    assert [e["object"].metadata.name for e in fresh] == ["unsent"], "a new watch is served normally"
+    # close() would block on the TLS lock the reader holds: shut the socket down to end the read.
+    socket.socket.shutdown(response.connection.sock, socket.SHUT_RDWR)
+    reader.join(2)
+    assert not reader.is_alive()
+    response.close()

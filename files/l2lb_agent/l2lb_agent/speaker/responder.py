@@ -40,6 +40,8 @@ from l2lb_agent.speaker.arp import (
     parse_frame,
 )
 
+from ..worker import Worker
+
 log = logging.getLogger(__name__)
 
 ConflictCallback = Callable[[str, str, str], None]
@@ -147,7 +149,7 @@ class _Due:
     round: int = field(compare=False)
 
 
-class ArpResponder:
+class ArpResponder(Worker):
     """Answers ARP who-has for assigned IPv4 addresses on the given interfaces; see the module docstring.
 
     Typical use::
@@ -166,6 +168,7 @@ class ArpResponder:
         on_conflict: ConflictCallback | None = None,
         on_count: CountCallback | None = None,
     ) -> None:
+        super().__init__("l2lb-arp-responder")
         self.config = config or ResponderConfig()
         self._on_conflict = on_conflict
         self._on_count = on_count
@@ -175,8 +178,6 @@ class ArpResponder:
         self._answer: dict[str, frozenset[bytes]] = {}
         self._dirty = False
         self._announce_requests: list[bytes | None] = []
-        self._stopping = False
-        self._thread: threading.Thread | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -202,16 +203,17 @@ class ArpResponder:
         with self._lock:
             if self._thread is not None:
                 raise RuntimeError("ArpResponder already started")
-            self._thread = threading.Thread(target=self._run, name="l2lb-arp-responder", daemon=True)
-        self._thread.start()
+            thread = threading.Thread(target=self._worker_main, name=self._thread_name, daemon=True)
+            self._thread = thread
+        thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop answering, join the thread and close every socket. Idempotent."""
         with self._lock:
-            self._stopping = True
+            self._stopping.set()
             self._answer = {}
             thread = self._thread
-        self._wake()
+        self._wakeup()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             if thread.is_alive():
@@ -228,11 +230,6 @@ class ArpResponder:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-    @property
-    def running(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.is_alive()
 
     def set_assignments(self, assignments: Mapping[str, Iterable[str]]) -> None:
         """Replace the set of IPs to answer for: ``{ip: [ifname, ...]}``.
@@ -251,11 +248,11 @@ class ArpResponder:
                     raise ValueError(f"{ip}: not an interface name: {ifname!r}")
                 by_if.setdefault(ifname, set()).add(packed)
         with self._lock:
-            if self._stopping:
+            if self._stopping.is_set():
                 return
             self._answer = {ifname: frozenset(ips) for ifname, ips in by_if.items()}
             self._dirty = True
-        self._wake()
+        self._wakeup()
 
     def assignments(self) -> dict[str, list[str]]:
         """The current assignments, as given to set_assignments (sorted)."""
@@ -270,7 +267,7 @@ class ArpResponder:
         packed = ip_to_bytes(ip) if ip is not None else None
         with self._lock:
             self._announce_requests.append(packed)
-        self._wake()
+        self._wakeup()
 
     def links(self) -> list[LinkStatus]:
         """The interfaces in the current assignments and what the responder knows about them."""
@@ -286,7 +283,10 @@ class ArpResponder:
 
     # ---- responder thread ----
 
-    def _wake(self) -> None:
+    def _poke(self) -> None:
+        self._wakeup()
+
+    def _wakeup(self) -> None:
         # BlockingIOError: a wake-up is already pending; OSError: we are shutting down.
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
@@ -297,7 +297,7 @@ class ArpResponder:
         try:
             while True:
                 with self._lock:
-                    stopping = self._stopping
+                    stopping = self._stopping.is_set()
                     dirty, self._dirty = self._dirty, False
                     requests, self._announce_requests = self._announce_requests, []
                 if stopping:
@@ -321,10 +321,7 @@ class ArpResponder:
                         self._drain_wake()
                     else:
                         self._receive(link)
-        except Exception:  # keep the failure visible: a dead responder means no ARP answers
-            log.exception("ARP responder thread crashed")
-            raise
-        finally:
+        finally:  # an exception ends the thread: Worker records it and logs it (a dead responder answers nothing)
             self._close_all()
 
     def _drain_wake(self) -> None:
