@@ -1,4 +1,8 @@
-"""The agent process: heartbeat, controller election + reconcile loop, and speaker, on shared informers.
+"""The agent process: heartbeat, speaker, and — on a warm candidate — controller election + reconcile loop.
+
+Roles (see :mod:`.controller_side`): the elected controller and its warm standbys run the controller side
+(watches on everything the controller reads); cold candidates and speaker-only agents watch only their
+own objects, pools, policies (and, cold candidates, the controller Lease). :class:`Candidacy` switches.
 
 Lifecycle (:meth:`Agent.run`): start everything; on SIGTERM drain (make-before-break): mark the
 heartbeat draining, withdraw from the election, keep answering ARP until the controller has moved
@@ -17,15 +21,15 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .config import AgentConfig
-from .controller.objects import SERVICE_NAME_LABEL
 from .controller.runtime import Caches, ControllerRuntime
 from .controller.types import InterfaceInfo
+from .controller_side import ControllerSide
 from .election import LeaderElection
-from .heartbeat import CONTROLLER_LEASE, Heartbeat, LeaseObserver, node_lease_name, parse_heartbeat
-from .kube import ASSIGNMENTS, ENDPOINTSLICES, LEASES, NODES, POLICIES, POOLS, SERVICES, Informer, KubeClient
+from .heartbeat import CONTROLLER_LEASE, Heartbeat, LeaseObserver
+from .kube import ASSIGNMENTS, LEASES, NODES, POLICIES, POOLS, Informer, KubeClient, resource_version
 from .logs import fields, node_logger
 from .metrics import Metrics, MetricsServer
-from .model.contract import assignment_name
+from .model.contract import assignment_name, assignment_standby
 from .speaker.runtime import SpeakerRuntime
 from .watchdog import Watchdog
 from .worker import Worker
@@ -34,6 +38,7 @@ HANDOVER_LINGER = 1.0  # seconds a drained node keeps answering moved IPs if it 
 DEAD_THREAD_GRACE = 2.0  # seconds /healthz names a dead thread before the process exits (1) for a restart
 DEBUG_HOOKS_ENV = "L2LB_AGENT_DEBUG_HOOKS"  # "1": POST /debug/kill?thread=NAME from localhost (tests only)
 EXIT_THREAD_DIED = 1
+COLD_TAKEOVER_DURATIONS = 2.0  # a cold candidate turns warm after the controller Lease was still this many durations
 
 ResponderFactory = Callable[..., Any]
 """responder_factory(on_conflict=..., on_count=...) -> an object with start/stop/set_assignments/announce."""
@@ -71,26 +76,11 @@ class Agent:
         self.log = node_logger("l2lb.agent", self.node)
         self.metrics = metrics or Metrics()
         self.kube = KubeClient(config.kubeconfig, self.metrics)
-        self.observer = LeaseObserver(self_name=node_lease_name(self.node))
         self.kube.health.add_recovery_listener(self._api_recovered)
 
-        self.services = Informer(self.kube, SERVICES, name="services")
-        self.endpointslices = Informer(
-            self.kube,
-            ENDPOINTSLICES,
-            label_selector=SERVICE_NAME_LABEL,
-            keep=lambda s: SERVICE_NAME_LABEL in ((s.get("metadata") or {}).get("labels") or {}),
-            name="endpointslices",
-        )
-        self.nodes = Informer(self.kube, NODES, name="nodes")
-        self.leases = Informer(self.kube, LEASES, namespace=self.namespace, name="leases")
+        # What every agent watches: its own objects, and the pools and policies (the speaker's trust check).
         self.pools = Informer(self.kube, POOLS, name="pools")
         self.policies = Informer(self.kube, POLICIES, name="policies")
-        self.assignments = Informer(self.kube, ASSIGNMENTS, namespace=self.namespace, name="assignments")
-        self.caches = Caches(
-            self.services, self.endpointslices, self.nodes, self.leases, self.pools, self.policies, self.assignments
-        )
-        # The speaker reads only this node's own assignment object.
         self.own_assignment = Informer(
             self.kube,
             ASSIGNMENTS,
@@ -98,6 +88,7 @@ class Agent:
             field_selector=f"metadata.name={assignment_name(self.node)}",
             name="own-assignment",
         )
+        self.own_node = Informer(self.kube, NODES, field_selector=f"metadata.name={self.node}", name="own-node")
 
         self._netwatch: Any = None
         self._interface_patterns = [re.compile(p) for p in config.speaker.interfaces]
@@ -116,37 +107,15 @@ class Agent:
             self._interfaces,
             logger=node_logger("l2lb.heartbeat", self.node),
             clock_skew=config.heartbeat.clock_skew_seconds,
+            candidate=config.controller.enabled,
         )
-        self.controller = ControllerRuntime(
-            self.kube,
-            self.caches,
-            self.observer,
-            self.node,
-            self._is_leader,
-            logger=node_logger("l2lb.controller", self.node),
-            namespace=self.namespace,
-        )
-        self.election: LeaderElection | None = None
-        if config.controller.enabled:
-            self.election = LeaderElection(
-                self.kube,
-                self.namespace,
-                self.node,
-                config.controller,
-                self.observer,
-                lambda: self.leases.get(f"{self.namespace}/{CONTROLLER_LEASE}"),
-                ready=lambda: self.leases.synced,
-                on_started=self.controller.activate,
-                on_stopped=self.controller.deactivate,
-                logger=node_logger("l2lb.election", self.node),
-            )
         self.responder: Any = None
         self._responder_factory: ResponderFactory | None = None
         if config.speaker.enabled or responder_factory is not None:
             self._responder_factory = responder_factory or _default_responder_factory(config)
         self.speaker = SpeakerRuntime(
             self.node,
-            self.services,
+            None,
             self.kube,
             None,
             assignment=self.own_assignment,
@@ -157,15 +126,16 @@ class Agent:
             link_verify_timeout=config.heartbeat.lease_duration,
         )
 
-        self.services.add_handler(self.controller.notify)
-        self.services.add_handler(self.speaker.notify)
         self.own_assignment.add_handler(self.speaker.notify_assignment)
         for informer in (self.pools, self.policies):
             informer.add_handler(self.speaker.notify_trust)
-        for informer in (self.endpointslices, self.pools, self.policies, self.assignments):
-            informer.add_handler(self.controller.notify)
-        self.nodes.add_handler(self._node_event)
-        self.leases.add_handler(self._lease_event)
+            informer.add_handler(self._controller_notify)
+        self.own_node.add_handler(self._node_event)
+        # Candidates start warm (the controller then chooses its standbys); see controller_side.
+        self.side: ControllerSide | None = ControllerSide(self) if config.controller.enabled else None
+        self.cold_watch: ColdWatch | None = None
+        self.candidacy = Candidacy(self)
+        self.own_assignment.add_handler(self.candidacy.notify)
 
         self.metrics.api_reachable.set_function(lambda: 1.0 if self.kube.health.reachable else 0.0)
         self.metrics.fail_static.set_function(lambda: 1.0 if self.fail_static else 0.0)
@@ -173,8 +143,8 @@ class Agent:
         self.watchdog = Watchdog(
             f"l2lb-watchdog-{self.node}",
             config.heartbeat.renew_interval,
-            self.caches.all,
-            judges={self.leases: self._lease_watch_stalled},
+            self.informers,
+            judges=lambda: self.side.judges() if self.side is not None else {},
             settle=config.heartbeat.lease_duration,
             logger=node_logger("l2lb.watchdog", self.node),
         )
@@ -190,15 +160,93 @@ class Agent:
     # ---- wiring ----
 
     def informers(self) -> list[Informer]:
-        return [*self.caches.all(), self.own_assignment]
+        own = [self.pools, self.policies, self.own_assignment, self.own_node]
+        side, cold = self.side, self.cold_watch
+        return [*own, *(side.informers() if side is not None else ()), *([cold.informer] if cold else ())]
+
+    # The controller side's parts, while this agent is warm (None while cold).
+    @property
+    def controller(self) -> ControllerRuntime | None:
+        return self.side.controller if self.side is not None else None
+
+    @property
+    def election(self) -> LeaderElection | None:
+        return self.side.election if self.side is not None else None
+
+    @property
+    def leases(self) -> Informer | None:
+        return self.side.leases if self.side is not None else None
+
+    @property
+    def services(self) -> Informer | None:
+        return self.side.services if self.side is not None else None
+
+    @property
+    def caches(self) -> Caches | None:
+        return self.side.caches if self.side is not None else None
+
+    @property
+    def observer(self) -> LeaseObserver | None:
+        return self.side.observer if self.side is not None else None
+
+    @property
+    def role(self) -> str:
+        side = self.side
+        if side is not None:
+            return "controller" if side.is_leader() else "standby"
+        return "cold" if self.config.controller.enabled else "speaker-only"
 
     def _is_leader(self) -> bool:
-        return self.election is not None and self.election.is_leader
+        side = self.side
+        return side is not None and side.is_leader()
+
+    def _controller_notify(self, *_: Any) -> None:
+        side = self.side
+        if side is not None:
+            side.notify()
+
+    def own_heartbeat_event(self, kind: str) -> None:
+        """Our own heartbeat Lease as a warm agent's watch sees it: deleted by someone else means gone."""
+        if kind == "DELETED" and not self._draining:
+            self.speaker.set_node_gone("heartbeat", "heartbeat lease deleted")
+        elif kind != "DELETED":
+            self.speaker.set_node_gone("heartbeat", None)
+
+    def turn_warm(self, why: str) -> None:
+        """Become a controller candidate with warm caches (the Candidacy thread calls this)."""
+        if self.side is not None or not self.config.controller.enabled or self._draining:
+            return
+        self.log.info("turning warm: watching what the controller watches", extra=fields(why=why))
+        cold, self.cold_watch = self.cold_watch, None
+        side = ControllerSide(self)
+        for worker in side.threads().values():
+            worker.add_death_listener(self._thread_died)
+        self.side = side
+        side.start()
+        self.speaker.set_services(side.services)
+        if cold is not None:
+            cold.informer.stop(timeout=1.0)
+
+    def turn_cold(self, why: str) -> None:
+        """Stop the controller side and watch only our own objects and the controller Lease."""
+        side = self.side
+        if side is None or side.is_leader() or self._draining:
+            return
+        self.log.info("turning cold: watching only this node's own objects", extra=fields(why=why))
+        cold = ColdWatch(self)
+        cold.informer.add_death_listener(self._thread_died)
+        self.cold_watch = cold
+        cold.informer.start()
+        self.side = None
+        self.speaker.set_services(None)
+        side.stop(release=True)
 
     def _api_recovered(self, outage_start: float) -> None:
-        # Our blindness is not their death: every node gets a fresh grace period.
-        self.observer.grace()
-        self.controller.notify()
+        side = self.side
+        if side is not None:
+            # Our blindness is not their death: every node gets a fresh grace period.
+            side.observer.grace()
+            side.notify()
         # A watch that saw nothing since before the outage may hang on a connection the server has
         # forgotten (a partition rather than a restart): start it over from a fresh list.
         for informer in self.informers():
@@ -206,51 +254,8 @@ class Agent:
             if stale and not informer.listing:
                 informer.restart_watch()
 
-    def _lease_watch_stalled(self) -> str | None:
-        """The Lease watch is stalled when our heartbeat writes succeed but we never see them come back."""
-        if self.heartbeat.fresh() and self.leases.synced and self.observer.blind():
-            return "our own heartbeat renewals do not come back on the watch"
-        return None
-
-    def _lease_event(self, kind: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
-        if kind == "SYNCED":
-            self.controller.notify()
-            return
-        lease = new if new is not None else old
-        if lease is None:
-            return
-        name = str((lease.get("metadata") or {}).get("name") or "")
-        if name == CONTROLLER_LEASE:
-            self.observer.observe(name, new)
-            if self.election is not None:
-                self.election.notify()
-            return
-        was_alive = self.observer.alive(name)
-        was_blind = self.observer.blind()
-        self.observer.observe(name, new)
-        if self.controller.settling:
-            self.controller.notify()  # a lease seen changing may be the last one it waits for
-        if name == self.heartbeat.lease_name:
-            if kind == "DELETED" and not self._draining:
-                self.speaker.set_node_gone("heartbeat", "heartbeat lease deleted")
-            elif kind != "DELETED":
-                self.speaker.set_node_gone("heartbeat", None)
-        before = parse_heartbeat(old) if old is not None else None
-        after = parse_heartbeat(new) if new is not None else None
-        if (
-            was_alive != self.observer.alive(name)
-            or was_blind != self.observer.blind()
-            or (before is None) != (after is None)
-            or (
-                before is not None
-                and after is not None
-                and (before.draining, before.interfaces) != (after.draining, after.interfaces)
-            )
-        ):
-            self.controller.notify()
-
     def _node_event(self, kind: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
-        self.controller.notify()
+        """Our own Node object (field selector): deleted means this node is gone."""
         obj = new if new is not None else old
         if obj is None or (obj.get("metadata") or {}).get("name") != self.node:
             return
@@ -311,13 +316,14 @@ class Agent:
             )
             self.responder.start()
             self.speaker.responder = self.responder
-        for informer in self.informers():
+        for informer in (self.pools, self.policies, self.own_assignment, self.own_node):
             informer.start()
         self.heartbeat.start()
-        self.controller.start()
         self.speaker.start()
-        if self.election is not None:
-            self.election.start()
+        if self.side is not None:
+            self.side.start()
+            self.speaker.set_services(self.side.services)
+        self.candidacy.start()
         self.watchdog.start()
         for worker in self.threads().values():
             worker.add_death_listener(self._thread_died)
@@ -415,14 +421,12 @@ class Agent:
 
     def _stop_loops(self, release: bool, keep_metrics: bool = False) -> None:
         self.watchdog.stop()
+        self.candidacy.stop()
         if self.responder is not None:
             self.responder.stop()
         self.speaker.stop()
-        if release:
-            self.controller.wait_idle()  # let a round in progress finish its writes before we let go
-        self.controller.stop()
-        if self.election is not None:
-            self.election.stop(release=release)
+        if self.side is not None:
+            self.side.stop(release=release)
         self.heartbeat.stop()
         for informer in self.informers():
             informer.stop(timeout=1.0)
@@ -448,10 +452,11 @@ class Agent:
         for informer in self.informers():
             threads[f"informer-{informer.name}"] = informer
         threads["heartbeat"] = self.heartbeat
-        if self.election is not None:
-            threads["election"] = self.election
-        threads["controller"] = self.controller
+        side = self.side
+        if side is not None:
+            threads.update(side.threads())
         threads["speaker"] = self.speaker
+        threads["candidacy"] = self.candidacy
         threads["watchdog"] = self.watchdog
         return threads
 
@@ -485,7 +490,7 @@ class Agent:
             return False, f"loop stopped: {', '.join(stopped)}"
         synced = all(i.synced for i in self.informers())
         announcing = len(self.speaker.announced())
-        role = "controller" if self._is_leader() else "follower"
+        role = self.role
         if self._draining:
             return True, f"draining: {len(self.speaker.assigned())} IPs still assigned here"
         if self.heartbeat.fresh() and synced:
@@ -507,3 +512,82 @@ def _version() -> str:
     from . import __version__
 
     return __version__
+
+
+class ColdWatch:
+    """A cold candidate's one extra watch: the controller Lease alone (field selector), judged for stillness."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.informer = Informer(
+            agent.kube,
+            LEASES,
+            namespace=agent.namespace,
+            field_selector=f"metadata.name={CONTROLLER_LEASE}",
+            name="controller-lease",
+        )
+        self._key = f"{agent.namespace}/{CONTROLLER_LEASE}"
+        self._rv = ""
+        self._changed_at = time.monotonic()
+        self.informer.add_handler(self._event)
+
+    def _event(self, *_: Any) -> None:
+        rv = resource_version(self.informer.get(self._key) or {})
+        if rv != self._rv or not rv:
+            self._rv = rv
+            self._changed_at = time.monotonic()
+
+    def still_for(self) -> float:
+        """Seconds since the controller Lease last changed (or was found missing), on our own clock."""
+        if not self.informer.synced:
+            return 0.0
+        if not self._rv:
+            return time.monotonic() - self._changed_at
+        return time.monotonic() - self._changed_at
+
+
+class Candidacy(Worker):
+    """Turns the agent warm or cold (see :mod:`.controller_side`); wakes on our assignment object, else ticks.
+
+    Warm -> cold: our object says ``standby: false`` (a controller of this version chose others), we are not
+    the leader, and we have been warm for two lease durations (so a fresh start does not flap).
+    Cold -> warm: our object says ``standby: true``, or the controller Lease has not changed for
+    :data:`COLD_TAKEOVER_DURATIONS` lease durations while our own heartbeat writes succeed (no controller
+    and no standby left: the warm standby, if any, wins the race before that).
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        super().__init__(f"l2lb-candidacy-{agent.node}")
+        self.agent = agent
+        self._warm_since = time.monotonic()
+
+    def notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        agent = self.agent
+        timing = agent.config.controller
+        while not self._stopping.is_set():
+            self._wake.wait(timing.renew_interval)
+            self._wake.clear()
+            if self._stopping.is_set() or not agent.config.controller.enabled or agent._draining:
+                continue
+            standby = assignment_standby(agent.own_assignment.get(agent.speaker._own_key))
+            if agent.side is not None:
+                settled = time.monotonic() - self._warm_since >= 2 * timing.lease_duration
+                reachable = agent.kube.health.reachable and agent.heartbeat.fresh()
+                if standby is False and settled and reachable and not agent.side.is_leader():
+                    agent.turn_cold("the controller chose other standbys")
+            else:
+                cold = agent.cold_watch
+                if standby is True:
+                    why = "the controller chose this node as a standby"
+                elif (
+                    cold is not None
+                    and agent.heartbeat.fresh()
+                    and cold.still_for() >= COLD_TAKEOVER_DURATIONS * timing.lease_duration
+                ):
+                    why = "the controller Lease stopped changing"
+                else:
+                    continue
+                agent.turn_warm(why)
+                self._warm_since = time.monotonic()

@@ -6,7 +6,7 @@ Example (every key but ``node_name`` and ``kubeconfig`` has a default)::
     kubeconfig: /etc/l2lb-agent/kubeconfig
     namespace: l2lb-system
     heartbeat: {renew_interval: 0.5, lease_duration: 2.0}
-    controller: {renew_interval: 0.5, lease_duration: 2.0, enabled: true}
+    controller: {renew_interval: 0.5, lease_duration: 2.0, enabled: true, standbys: 1}
     speaker: {enabled: true, garp_count: 3, garp_interval: 0.25, refresh_interval: 30, interfaces: ["^eth"]}
     drain_timeout: 10
     metrics_address: 127.0.0.1:9469
@@ -54,7 +54,7 @@ TOP_KEYS = (
 )
 LEASE_KEYS = ("renew_interval", "lease_duration")
 HEARTBEAT_KEYS = (*LEASE_KEYS, "clock_skew_seconds")
-CONTROLLER_KEYS = (*LEASE_KEYS, "enabled")
+CONTROLLER_KEYS = (*LEASE_KEYS, "enabled", "standbys")
 SPEAKER_KEYS = ("enabled", "garp_count", "garp_interval", "refresh_interval", "interfaces")
 
 
@@ -92,6 +92,9 @@ class HeartbeatConfig(LeaseTiming):
 @dataclass(frozen=True)
 class ControllerConfig(LeaseTiming):
     enabled: bool = True  # false: never stand for election (this node only heartbeats and speaks)
+    # Warm standbys the elected controller keeps (they watch what it watches, to take over at once);
+    # the other candidates stay cold: they watch only their own objects and the controller Lease.
+    standbys: int = 1
 
 
 @dataclass(frozen=True)
@@ -216,8 +219,16 @@ def parse_config(raw: Any, *, source: str = "", check_files: bool = False, base_
     )
     controller_raw = _section(raw, "controller", CONTROLLER_KEYS, problems)
     timing = _lease_timing(raw, "controller", CONTROLLER_KEYS, problems, section=controller_raw)
+    standbys = controller_raw.get("standbys", 1)
+    if expect_type(standbys, int, _OBJ, "controller.standbys", problems, "whole number") and not 0 <= standbys <= 9:
+        problems.add(_OBJ, "controller.standbys", f"{standbys} is out of range", "use 0 to 9; 1 suits most clusters")
+    if not isinstance(standbys, int) or isinstance(standbys, bool) or not 0 <= standbys <= 9:
+        standbys = 1
     controller = ControllerConfig(
-        timing.renew_interval, timing.lease_duration, _flag(controller_raw, "controller", "enabled", True, problems)
+        timing.renew_interval,
+        timing.lease_duration,
+        _flag(controller_raw, "controller", "enabled", True, problems),
+        standbys,
     )
     speaker = _speaker(raw, problems)
     drain_timeout = _number(raw, "", "drain_timeout", 10.0, problems, minimum=0.0, allow_zero=True)

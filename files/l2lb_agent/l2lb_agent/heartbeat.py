@@ -29,6 +29,7 @@ from .kube import ApiError, KubeClient, resource_version
 from .logs import fields
 from .metrics import Metrics
 from .model.contract import (  # noqa: F401  (re-exported for the agent's other modules)
+    ANNOTATION_CANDIDATE,
     ANNOTATION_DRAINING,
     ANNOTATION_INTERFACES,
     ANNOTATION_LEASE_DURATION,
@@ -84,6 +85,7 @@ class HeartbeatInfo:
     draining: bool
     interfaces: tuple[InterfaceInfo, ...]
     interfaces_known: bool  # false when the annotation is missing or unreadable
+    candidate: bool = False  # the agent may run the controller (it can be a warm standby)
 
 
 def parse_heartbeat(lease: Mapping[str, Any]) -> HeartbeatInfo | None:
@@ -101,6 +103,7 @@ def parse_heartbeat(lease: Mapping[str, Any]) -> HeartbeatInfo | None:
         draining=str(annotations.get(ANNOTATION_DRAINING, "")).lower() == "true",
         interfaces=interfaces,
         interfaces_known=known,
+        candidate=str(annotations.get(ANNOTATION_CANDIDATE, "")).lower() == "true",
     )
 
 
@@ -141,6 +144,7 @@ def heartbeat_body(
     interfaces: Sequence[InterfaceInfo],
     *,
     draining: bool,
+    candidate: bool = False,
     resource_version: str = "",
     acquire_time: str | None = None,
     now: datetime | None = None,
@@ -153,6 +157,8 @@ def heartbeat_body(
     }
     if draining:
         annotations[ANNOTATION_DRAINING] = "true"
+    if candidate:
+        annotations[ANNOTATION_CANDIDATE] = "true"
     metadata: dict[str, Any] = {
         "name": node_lease_name(node),
         "namespace": namespace,
@@ -324,8 +330,10 @@ class Heartbeat(Worker):
         metrics: Metrics | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         clock_skew: float = 0.0,
+        candidate: bool = False,
     ) -> None:
         super().__init__(f"l2lb-heartbeat-{node}")
+        self.candidate = candidate
         self.kube = kube
         self.namespace = namespace
         self.node = node
@@ -427,6 +435,7 @@ class Heartbeat(Worker):
             self.timing,
             list(self._interfaces()),
             draining=self._draining,
+            candidate=self.candidate and not self._draining,
             resource_version=self._rv,
             acquire_time=self._acquire_time,
             now=datetime.now(UTC) + timedelta(seconds=self.clock_skew) if self.clock_skew else None,

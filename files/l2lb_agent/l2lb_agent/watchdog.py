@@ -38,14 +38,14 @@ class Watchdog(Worker):
         period: float,
         informers: Callable[[], Iterable[Informer]],
         *,
-        judges: Mapping[Informer, Judge] | None = None,
+        judges: Mapping[Informer, Judge] | Callable[[], Mapping[Informer, Judge]] | None = None,
         settle: float = 2.0,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
         super().__init__(name)
         self.period = period
         self._informers = informers
-        self._judges = dict(judges or {})
+        self._judges = judges if callable(judges) else dict(judges or {})
         self._settle = settle
         self._log = logger or log
         self._last_restart: dict[int, float] = {}
@@ -69,7 +69,8 @@ class Watchdog(Worker):
             if now - self._last_restart.get(id(informer), float("-inf")) < self._settle:
                 continue  # the replacement has not had time to show anything yet
             reason = informer.stalled(now)
-            judge = self._judges.get(informer)
+            judges = self._judges() if callable(self._judges) else self._judges
+            judge = judges.get(informer)
             if reason is None and judge is not None:
                 reason = judge()
             if reason is None:

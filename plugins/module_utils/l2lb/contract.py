@@ -61,6 +61,7 @@ CILIUM_LEASE_PREFIX = "cilium-l2announce-"
 ANNOTATION_LEASE_DURATION = "l2lb.io/lease-duration"
 ANNOTATION_INTERFACES = "l2lb.io/interfaces"
 ANNOTATION_DRAINING = "l2lb.io/draining"
+ANNOTATION_CANDIDATE = "l2lb.io/candidate"  # "true": this agent may run the controller (controller.enabled)
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "baremetal.l2lb"
 ROLE_LABEL = "l2lb.io/role"
@@ -123,18 +124,25 @@ def assignment_name(node: str) -> str:
     return node
 
 
-def assignment_spec(node: str, entries: Iterable[AssignedIP]) -> dict[str, Any]:
-    """The ``spec`` of a node's assignment object, entries in address order (stable: no needless writes)."""
+def assignment_spec(node: str, entries: Iterable[AssignedIP], *, standby: bool = False) -> dict[str, Any]:
+    """The ``spec`` of a node's assignment object, entries in address order (stable: no needless writes).
+
+    ``standby``: this node stays warm — it is the controller, or one of the warm standbys the controller
+    chose (they watch what the controller watches, so they can take over at once); every other candidate
+    stays cold and watches only its own objects and the controller Lease.
+    """
     announcements = []
     for entry in sorted(entries, key=lambda e: ip_sort_key(e.ip)):
         item: dict[str, Any] = {"ip": entry.ip, "interfaces": list(entry.interfaces), "source": entry.source}
         if entry.services:
             item["services"] = list(entry.services)
         announcements.append(item)
-    return {"node": node, "announcements": announcements}
+    return {"node": node, "standby": standby, "announcements": announcements}
 
 
-def assignment_body(namespace: str, node: str, entries: Iterable[AssignedIP]) -> dict[str, Any]:
+def assignment_body(
+    namespace: str, node: str, entries: Iterable[AssignedIP], *, standby: bool = False
+) -> dict[str, Any]:
     """A whole assignment object, as the controller creates it."""
     return {
         "apiVersion": API_VERSION,
@@ -144,8 +152,16 @@ def assignment_body(namespace: str, node: str, entries: Iterable[AssignedIP]) ->
             "namespace": namespace,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY, ASSIGNMENT_NODE_LABEL: _label_value(node)},
         },
-        "spec": assignment_spec(node, entries),
+        "spec": assignment_spec(node, entries, standby=standby),
     }
+
+
+def assignment_standby(obj: Mapping[str, Any] | None) -> bool | None:
+    """Whether the object makes its node a warm standby; None when it does not say (no object, or 0.1's)."""
+    spec = obj.get("spec") if isinstance(obj, Mapping) else None
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("standby"), bool):
+        return None
+    return bool(spec["standby"])
 
 
 def parse_assignment(obj: Mapping[str, Any] | None, node: str) -> tuple[dict[str, AssignedIP], list[Refused]]:

@@ -170,6 +170,7 @@ ASSIGNMENT_SPEC_SCHEMA: dict[str, Any] = {
     "required": ["node", "announcements"],
     "properties": {
         "node": {"type": "string", "minLength": 1, "maxLength": 253},
+        "standby": {"type": "boolean"},
         "announcements": {
             "type": "array",
             "maxItems": 65536,
@@ -283,6 +284,7 @@ def crd_manifests() -> list[dict[str, Any]]:
             None,
             [
                 {"name": "Node", "type": "string", "jsonPath": ".spec.node"},
+                {"name": "Standby", "type": "boolean", "jsonPath": ".spec.standby"},
                 {"name": "IPs", "type": "string", "jsonPath": ".spec.announcements[*].ip"},
                 age,
             ],

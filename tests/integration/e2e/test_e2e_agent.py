@@ -647,9 +647,12 @@ def test_20_forged_announcement_annotations_from_a_namespace_user_are_never_answ
         )
 
     eventually(lambda: refused() >= 2, timeout=5.0, what="the controller counted both forged annotations")
-    # Controller down: every agent restarted without a controller; the speakers keep their own objects.
+    # Controller down: every agent killed (no drain: nothing moves) and restarted without a controller;
+    # each speaker answers what its own object still says, and nothing else.
     for agent in e2e.agents.values():
-        agent.stop()
+        agent.kill()
+        agent.reap(5.0)
+    for agent in e2e.agents.values():
         agent.start(controller={"enabled": False})
     eventually(lambda: all((h := a.healthz()) is not None and h[0] == 200 for a in e2e.agents.values()), 20.0)
     _forge(core, ns, target, create=False)

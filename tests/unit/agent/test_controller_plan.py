@@ -239,3 +239,13 @@ def test_newer_overlapping_pool_is_marked_conflicting() -> None:
     assert status["available"] == "0" and status["used"] == 0
     old = next(c for c in world.pools["old"]["status"]["conditions"] if c["type"] == "Conflicting")
     assert old["status"] == "False"
+
+
+def test_standbys_are_sticky_and_filled_in_name_order() -> None:
+    from l2lb_agent.controller.assignments import choose_standbys
+
+    objects = {"n3": {"spec": {"node": "n3", "standby": True, "announcements": []}}}
+    assert choose_standbys(["n1", "n2", "n3"], objects, 1) == {"n3"}, "the current standby stays"
+    assert choose_standbys(["n1", "n2"], objects, 1) == {"n1"}, "a standby that is gone is replaced"
+    assert choose_standbys(["n1", "n2", "n3"], objects, 2) == {"n1", "n3"}
+    assert choose_standbys(["n1"], {}, 0) == set()

@@ -18,6 +18,7 @@ from ..model.contract import (
     AssignedIP,
     assignment_body,
     assignment_spec,
+    assignment_standby,
 )
 from .ipam import IPAMResult
 from .scheduler import ScheduleResult
@@ -65,10 +66,26 @@ def assigned_nodes(objects: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return result
 
 
+def choose_standbys(candidates: Iterable[str], current: Mapping[str, Mapping[str, Any]], count: int) -> set[str]:
+    """Up to ``count`` warm standbys among ``candidates`` (alive, not draining, not the leader, controller enabled).
+
+    Sticky: a standby that is still a candidate stays one (going warm costs a full list of everything);
+    free places go to candidates in name order, so every controller picks the same ones.
+    """
+    eligible = sorted(set(candidates))
+    keep = [n for n in eligible if assignment_standby(current.get(n)) is True][:count]
+    fill = [n for n in eligible if n not in keep][: max(0, count - len(keep))]
+    return set(keep + fill)
+
+
 def plan_assignments(
-    desired: Mapping[str, list[AssignedIP]], current: Mapping[str, Mapping[str, Any]], namespace: str
+    desired: Mapping[str, list[AssignedIP]],
+    current: Mapping[str, Mapping[str, Any]],
+    namespace: str,
+    standbys: Iterable[str] = (),
 ) -> list[AssignmentWrite]:
     """The writes that make the objects say ``desired``; ``current`` is keyed by object name."""
+    warm = set(standbys)
     grows: list[AssignmentWrite] = []
     shrinks: list[AssignmentWrite] = []
     deletes: list[AssignmentWrite] = []
@@ -77,14 +94,14 @@ def plan_assignments(
         raw_spec = obj.get("spec")
         by_node[str(name)] = (obj, raw_spec if isinstance(raw_spec, Mapping) else {})
     for node in sorted(desired):
-        body = assignment_body(namespace, node, desired[node])
+        body = assignment_body(namespace, node, desired[node], standby=node in warm)
         name = body["metadata"]["name"]
         wanted_ips = {e.ip for e in desired[node]}
         if name not in by_node:
             grows.append(AssignmentWrite("create", node, name, body, tuple(sorted(wanted_ips))))
             continue
         obj, spec = by_node[name]
-        if spec == assignment_spec(node, desired[node]):
+        if spec == assignment_spec(node, desired[node], standby=node in warm):
             continue
         have = {str(i.get("ip")) for i in (spec.get("announcements") or []) if isinstance(i, Mapping)}
         meta = dict(obj.get("metadata") or {})

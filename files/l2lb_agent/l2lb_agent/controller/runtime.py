@@ -30,14 +30,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..heartbeat import NODE_LEASE_PREFIX, LeaseObserver
+from ..heartbeat import NODE_LEASE_PREFIX, LeaseObserver, parse_heartbeat
 from ..kube import ApiError, Informer, KubeClient
 from ..logs import fields
 from ..metrics import Metrics
 from ..model.contract import DEFAULT_NAMESPACE, REFUSED_SERVICE_ANNOTATION, format_announcements, parse_announcements
 from ..worker import Worker
 from . import conditions as cond
-from .assignments import AssignmentWrite, assigned_nodes, desired_assignments, plan_assignments
+from .assignments import AssignmentWrite, assigned_nodes, choose_standbys, desired_assignments, plan_assignments
 from .conditions import Condition
 from .ipam import IPAMResult, allocate, is_ours
 from .objects import (
@@ -369,6 +369,8 @@ def decide(
     now: str,
     assignments: Iterable[Mapping[str, Any]] = (),
     namespace: str = DEFAULT_NAMESPACE,
+    leader: str = "",
+    standbys: int = 0,
 ) -> Decision:
     """From API objects (as watched) to the plan of writes: IPAM, scheduling, diff. Pure.
 
@@ -399,7 +401,15 @@ def decide(
     )
     result = plan(services, infos, pool_objs, invalid_pools, ipam, sched, now, written)
     desired = desired_assignments(ipam, sched, (n.name for n in node_list))
-    result.assignments = plan_assignments(desired, current_objects, namespace)
+    candidates = {
+        beat.node
+        for lease in heartbeats
+        if (beat := parse_heartbeat(lease)) is not None and beat.candidate and not beat.draining
+    }
+    eligible = [n.name for n in node_list if n.alive and n.name in candidates and n.name != leader]
+    # The controller's own object says warm too: it must not turn cold under itself.
+    warm = choose_standbys(eligible, current_objects, standbys) | ({leader} if leader else set())
+    result.assignments = plan_assignments(desired, current_objects, namespace, warm)
     return Decision(result, ipam, sched, node_list, invalid_pools, invalid_policies)
 
 
@@ -452,9 +462,11 @@ class ControllerRuntime(Worker):
         logger: logging.Logger | logging.LoggerAdapter | None = None,
         debounce: float = 0.01,
         namespace: str = DEFAULT_NAMESPACE,
+        standbys: int = 1,
     ) -> None:
         super().__init__(f"l2lb-controller-{node}")
         self.namespace = namespace
+        self.standbys = standbys
         self.kube = kube
         self.caches = caches
         self.observer = observer
@@ -576,6 +588,8 @@ class ControllerRuntime(Worker):
             cond.now_time(),
             self.caches.assignments.items(),
             self.namespace,
+            self.node,
+            self.standbys,
         )
         self._report_invalid(decision.invalid_pools, decision.invalid_policies)
         self._execute(decision.plan, services)

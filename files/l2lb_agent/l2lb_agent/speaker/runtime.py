@@ -327,6 +327,13 @@ class SpeakerRuntime(Worker):
                 self._rebuild = True
         self._wake.set()
 
+    def set_services(self, services: Informer | None) -> None:
+        """The Service informer for the 0.1 upgrade path came or went (the agent turned warm or cold)."""
+        self.services = services
+        with self._dirty_lock:
+            self._rebuild = True
+        self._wake.set()
+
     def notify_assignment(self, *_: Any) -> None:
         """This node's assignment object changed (an informer handler): re-read it."""
         with self._dirty_lock:
@@ -476,7 +483,8 @@ class SpeakerRuntime(Worker):
         try:
             if trust_dirty and self.pools is not None:
                 self._trust = Trust(self.pools.items(), self.policies.items() if self.policies is not None else ())
-            source = self._source()
+            services = self.services  # one informer for the whole round (the agent may swap it)
+            source = self._source(services)
             if source != self._source_used:
                 if self._source_used or source != "object":
                     self._log.info("assignments now come from: " + _SOURCES[source])
@@ -487,13 +495,14 @@ class SpeakerRuntime(Worker):
                     self._publish_all(self._from_object() if source == "object" else {})
                 return
             if rebuild:
-                self._index = AssignmentIndex.build(self.node, self.services.snapshot(), self._trust)  # type: ignore[union-attr]
+                assert services is not None
+                self._index = AssignmentIndex.build(self.node, services.snapshot(), self._trust)
                 self._publish_all(dict(self._index.assignments))
                 self._report_refused([r for refused in self._index.refused.values() for r in refused])
                 return
             changes: dict[str, Assignment | None] = {}
             for key in dirty:
-                changes.update(self._index.update(key, self.services.get(key)))  # type: ignore[union-attr]
+                changes.update(self._index.update(key, services.get(key)))  # type: ignore[union-attr]
             if dirty:
                 self._report_refused([r for refused in self._index.refused.values() for r in refused])
         except BaseException:
@@ -511,7 +520,7 @@ class SpeakerRuntime(Worker):
                     self._assigned[ip] = entry
         self._touched.update(changes)
 
-    def _source(self) -> str:
+    def _source(self, services: Informer | None) -> str:
         """Where assignments come from now: "object", "legacy" (upgrade from 0.1) or "none" (not known yet)."""
         for informer in (self.pools, self.policies):
             if informer is not None and not informer.synced:
@@ -521,7 +530,7 @@ class SpeakerRuntime(Worker):
                 return "none"
             if self.assignment.get(self._own_key) is not None:
                 return "object"
-        return "legacy" if self.services is not None else "none"
+        return "legacy" if services is not None else "none"
 
     def _from_object(self) -> dict[str, Assignment]:
         obj = self.assignment.get(self._own_key) if self.assignment is not None else None
@@ -688,12 +697,12 @@ class SpeakerRuntime(Worker):
 
         The fresh copies go into the informer cache, so the recompute that follows uses them.
         """
-        if self._source_used != "legacy":
+        services = self.services
+        if self._source_used != "legacy" or services is None:
             return self._confirm_object(ip)
-        assert self.services is not None
         keys = self.assigned().get(ip, {}).get("services", [])
         if not keys:
-            keys = [service_key(s) for s in self.services.items() if ip in ingress_ips(s)]
+            keys = [service_key(s) for s in services.items() if ip in ingress_ips(s)]
         ours = False
         for key in keys:
             namespace, _, name = key.partition("/")
@@ -703,9 +712,9 @@ class SpeakerRuntime(Worker):
                 if exc.not_found:
                     continue
                 return None
-            self.services.store_written(service)
+            services.store_written(service)
             with self._dirty_lock:  # the informer tells us too, but only when it is news to its cache
-                self._dirty.add(self.services.resource.key(service))
+                self._dirty.add(services.resource.key(service))
             share, _ = legacy_share(self.node, service, self._trust)
             if ip in share:
                 ours = True
