@@ -6,7 +6,7 @@ Each agent is the real :class:`l2lb_agent.agent.Agent` (heartbeat, election, con
 the wire is replaced: the interfaces its heartbeat publishes are injected and the ARP responder is a
 no-op, as in tests/integration/agent. JSON lines on stdout: ``{"event": "ready", ...}`` once every agent is
 healthy, then one answer per command read on stdin: ``{"cmd": "stats"}`` -> ``{"event": "stats", ...}``
-(watch events each agent's informers delivered, heartbeat failures, who leads). End of input or
+(watch events the agents received, in all and by role, heartbeat failures, who leads). End of input or
 ``{"cmd": "stop"}`` exits at once, as if killed (no drain).
 """
 
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,15 +49,13 @@ class NullResponder:
         pass
 
 
-class EventCounter:
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def __call__(self, kind: str, old: Any, new: Any) -> None:
-        if kind != "SYNCED":
-            with self._lock:
-                self.count += 1
+def _watch_events(agent: Agent) -> float:
+    """Watch events this agent's informers received so far (l2lb_watch_events_total, every informer)."""
+    total = 0.0
+    for metric in agent.metrics.registry.collect():
+        if metric.name == "l2lb_watch_events":
+            total += sum(s.value for s in metric.samples if s.name == "l2lb_watch_events_total")
+    return total
 
 
 def emit(**fields: Any) -> None:
@@ -73,12 +70,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prefix", default="bench-node")
     parser.add_argument("--renew", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--standbys", type=int, default=1)
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
 
     agents: list[Agent] = []
-    counters: list[EventCounter] = []
     timing = {"renew_interval": args.renew, "lease_duration": args.duration}
     for i in range(1, args.nodes + 1):
         name = f"{args.prefix}-{i:02d}"
@@ -89,24 +86,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "kubeconfig": args.kubeconfig,
                 "speaker": {"enabled": False},
                 "heartbeat": timing,
-                "controller": {**timing, "enabled": True},
+                "controller": {**timing, "enabled": True, "standbys": args.standbys},
                 "metrics_address": None,
                 "drain_timeout": 5,
                 "log_level": args.log_level,
             }
         )
         agent = Agent(config, interfaces=lambda iface=iface: (iface,), responder_factory=NullResponder)
-        counter = EventCounter()
-        for informer in agent.caches.all():
-            informer.add_handler(counter)
         agents.append(agent)
-        counters.append(counter)
 
     started = time.monotonic()
     for agent in agents:
         agent.start()
     deadline = started + 30 + 3 * args.nodes
-    while not all(agent.health()[0] for agent in agents):
+    warm_wanted = 1 + args.standbys
+
+    def settled() -> bool:
+        # Healthy, and the roles settled: no more warm agents than the controller and its standbys.
+        warm = sum(1 for a in agents if a.role in ("controller", "standby"))
+        return all(agent.health()[0] for agent in agents) and warm <= max(warm_wanted, 1)
+
+    while not settled():
         if time.monotonic() > deadline:
             bad = {a.node: a.health()[1] for a in agents if not a.health()[0]}
             emit(event="error", message=f"agents not healthy: {bad}")
@@ -122,10 +122,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if command.get("cmd") == "stop":
                 break
             if command.get("cmd") == "stats":
+                by_role: dict[str, float] = {}
+                for agent in agents:
+                    events = _watch_events(agent)
+                    by_role[agent.role] = by_role.get(agent.role, 0.0) + events
                 emit(
                     event="stats",
                     t=time.monotonic(),
-                    watch_events=sum(c.count for c in counters),
+                    watch_events=sum(by_role.values()),
+                    watch_events_by_role=by_role,
+                    roles={role: sum(1 for a in agents if a.role == role) for role in by_role},
                     heartbeat_failures=sum(a.metrics.value("l2lb_heartbeat_failures_total") or 0 for a in agents),
                     leaders=[a.node for a in agents if a.election is not None and a.election.is_leader],
                     healthy=sum(1 for a in agents if a.health()[0]),

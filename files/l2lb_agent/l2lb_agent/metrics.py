@@ -62,6 +62,13 @@ class Metrics:
             "l2lb_api_throttled", "API requests answered 429 Too Many Requests (server-side throttling)", registry=r
         )
         self.api_reachable = Gauge("l2lb_api_reachable", "1 while the Kubernetes API answers", registry=r)
+        self.watch_events = Counter(
+            "l2lb_watch_events",
+            "Watch events received (ADDED/MODIFIED/DELETED, not bookmarks), by informer: what this agent costs "
+            "the API server to keep informed",
+            ["informer"],
+            registry=r,
+        )
         self.watch_restarts = Counter(
             "l2lb_watch_restarts",
             "Watches restarted (reason: gone = re-list after 410, error, restart = asked to start over)",

@@ -397,6 +397,8 @@ class Informer(Worker):
             if rv:
                 self._rv = rv
             return
+        if kind in ("ADDED", "MODIFIED", "DELETED"):
+            self.kube.metrics.watch_events.labels(self.name).inc()
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return
         key = self.resource.key(obj)
