@@ -193,6 +193,7 @@ class AgentProcess:
         self.proc: subprocess.Popen[Any] | None = None
         self.overrides: dict[str, Any] = {}
         self.debug_hooks = False
+        self.agent_path: Path | None = None
         self.starts = 0
 
     @property
@@ -219,15 +220,19 @@ class AgentProcess:
                 base[key] = value
         return base
 
-    def start(self, *, debug_hooks: bool = False, **overrides: Any) -> None:
+    def start(self, *, debug_hooks: bool = False, agent_path: Path | None = None, **overrides: Any) -> None:
         """Start with the default config plus ``overrides`` (merged one level deep).
 
         ``debug_hooks``: with ``L2LB_AGENT_DEBUG_HOOKS=1`` (``POST /debug/kill``, see :meth:`kill_thread`).
+        ``agent_path``: run another version of the agent (the directory holding its ``l2lb_agent`` package).
         """
         assert not self.running, f"{self.name}: already running"
         self.overrides = overrides
         self.debug_hooks = debug_hooks
+        self.agent_path = agent_path
         env = _agent_env()
+        if agent_path is not None:
+            env["PYTHONPATH"] = str(agent_path)
         if debug_hooks:
             env["L2LB_AGENT_DEBUG_HOOKS"] = "1"
         self.config_path.write_text(yaml.safe_dump(self.config(), sort_keys=False))
@@ -514,7 +519,7 @@ class E2E:
                 self.kube.custom.delete_cluster_custom_object(GROUP, VERSION, POLICY_PLURAL, policy)
         self._policies.clear()
         for agent in self.agents.values():
-            if agent.running and (agent.overrides or agent.debug_hooks):
+            if agent.running and (agent.overrides or agent.debug_hooks or agent.agent_path is not None):
                 agent.stop()
             if not agent.running:
                 agent.start()

@@ -12,6 +12,7 @@ import ipaddress
 import itertools
 import json
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from e2e_harness import (
     NO_POLICY_LABEL,
     POOL_LABEL,
     RENEW_INTERVAL,
+    REPO,
     ArpWatch,
     lease_renew_time,
     report,
@@ -699,3 +701,71 @@ def test_14_killed_responder_thread_turns_healthz_unhealthy_and_the_agent_exits_
     # It handed over before exiting: another node answers for the IP.
     _, new = e2e.wait_announced(ns, "web", where=lambda n: n != node, what="the IP moved off the dead responder")
     e2e.wait_single_answerer(ip, new, timeout=5.0)
+
+
+PREVIOUS_VERSION = "6290166"  # 0.1.0 as it landed: Service annotations were the announcement path
+
+
+def _previous_agent(tmp_path: Any) -> Any:
+    """The 0.1.0 agent from this repository's history, unpacked (its model is a symlink into plugins/)."""
+    repo = REPO
+    target = tmp_path / "agent-0.1"
+    target.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", PREVIOUS_VERSION, "files/l2lb_agent", "plugins/module_utils/l2lb"],
+        capture_output=True,
+        check=False,
+    )
+    assert archive.returncode == 0, f"git archive {PREVIOUS_VERSION} failed: {archive.stderr.decode()[-500:]}"
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target / "files" / "l2lb_agent"
+
+
+def test_21_rolling_upgrade_from_0_1_keeps_answering(
+    e2e: E2E, ns: str, tmp_path: Any, record_property: Callable[[str, object], None]
+) -> None:
+    old_agent = _previous_agent(tmp_path)
+    # A cluster of 0.1 agents: no assignment objects, announcements in Service annotations only.
+    for agent in e2e.agents.values():
+        agent.kill()
+    for obj in e2e.kube.custom.list_namespaced_custom_object("l2lb.io", "v1alpha1", "l2lb-system", "l2assignments")[
+        "items"
+    ]:
+        e2e.kube.custom.delete_namespaced_custom_object(
+            "l2lb.io", "v1alpha1", "l2lb-system", "l2assignments", obj["metadata"]["name"]
+        )
+    for agent in e2e.agents.values():
+        agent.start(agent_path=old_agent)
+    e2e.wait_ready(30.0)
+    e2e.service(ns, "web")
+    ip, holder = e2e.wait_announced(ns, "web")
+    prober = e2e.lab.start_prober(ip, interval_ms=10)
+    try:
+        prober.wait_until(lambda r: r.macs == {e2e.mac(holder)}, timeout=5.0)
+        started = time.monotonic()
+        for name, agent in e2e.agents.items():  # one node at a time, as serial: 1 would
+            agent.signal(signal.SIGTERM)
+            code = agent.reap(20.0)
+            assert code == 0, f"0.1 agent on {name} exited {code}\n{agent.log_tail()}"
+            agent.start()
+            eventually(lambda a=agent: (h := a.healthz()) is not None and h[0] == 200, 20.0, what=f"{name} healthy")
+        e2e.wait_ready(30.0)
+        ended = time.monotonic()
+        prober.wait_until(lambda r: bool(r.replies), timeout=5.0, after=ended + 0.5)
+    finally:
+        result = prober.stop()
+    gap = result.max_gap_ms(since=started - 0.1)
+    report(record_property, "upgrade_max_gap_ms", round(gap, 1))
+    report(record_property, "upgrade_probes", sum(1 for r in result.records if r.sent >= started))
+    assert gap <= 500.0, f"probe gap of {gap:.0f} ms during the rolling upgrade"
+    _, now_holder = e2e.wait_announced(ns, "web")
+    spec = e2e.kube.assignment(now_holder)["spec"]
+    assert [e["ip"] for e in spec["announcements"]] == [ip], spec
+    names = {
+        o["metadata"]["name"]
+        for o in e2e.kube.custom.list_namespaced_custom_object("l2lb.io", "v1alpha1", "l2lb-system", "l2assignments")[
+            "items"
+        ]
+    }
+    assert names == set(e2e.agents), f"an assignment object for every node: {names}"
+    assert e2e.wait_single_answerer(ip, now_holder).macs == {e2e.mac(now_holder)}
