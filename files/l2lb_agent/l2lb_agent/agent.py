@@ -25,8 +25,10 @@ from .controller.runtime import Caches, ControllerRuntime
 from .controller.types import InterfaceInfo
 from .controller_side import ControllerSide
 from .election import LeaderElection
-from .heartbeat import CONTROLLER_LEASE, Heartbeat, LeaseObserver
+from .heartbeat import Heartbeat
 from .kube import ASSIGNMENTS, LEASES, NODES, POLICIES, POOLS, Informer, KubeClient, resource_version
+from .leases import CONTROLLER_LEASE
+from .liveness import LeaseObserver
 from .logs import fields, node_logger
 from .metrics import Metrics, MetricsServer
 from .model.contract import assignment_name, assignment_standby

@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 from .controller.objects import SERVICE_NAME_LABEL
 from .controller.runtime import Caches, ControllerRuntime
 from .election import LeaderElection
-from .heartbeat import CONTROLLER_LEASE, LeaseObserver, node_lease_name, parse_heartbeat
 from .kube import ASSIGNMENTS, ENDPOINTSLICES, LEASES, NODES, SERVICES, Informer
+from .leases import CONTROLLER_LEASE, node_lease_name, parse_heartbeat
+from .liveness import LeaseObserver
 from .logs import node_logger
 from .worker import Worker
 

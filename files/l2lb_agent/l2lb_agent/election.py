@@ -23,17 +23,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .config import LeaseTiming
-from .heartbeat import (
+from .kube import ApiError, KubeClient, resource_version
+from .leases import (
     ANNOTATION_LEASE_DURATION,
     CONTROLLER_LEASE,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     ROLE_LABEL,
-    LeaseObserver,
     lease_holder,
     micro_time,
 )
-from .kube import ApiError, KubeClient, resource_version
+from .liveness import LeaseObserver
 from .logs import fields
 from .metrics import Metrics
 from .worker import Worker

@@ -16,7 +16,7 @@ from k8s_standin import ApiServer
 from l2lb_agent.agent import Agent
 from l2lb_agent.config import LeaseTiming
 from l2lb_agent.controller.types import InterfaceInfo
-from l2lb_agent.heartbeat import heartbeat_body
+from l2lb_agent.leases import heartbeat_body
 from l2lb_agent.model.render import (
     API_VERSION,
     GROUP,

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from l2lb_agent.config import LeaseTiming
-from l2lb_agent.controller.runtime import Decision, decide, event_body
+from l2lb_agent.controller.planning import Decision, decide, event_body
 from l2lb_agent.controller.types import InterfaceInfo
-from l2lb_agent.heartbeat import heartbeat_body
+from l2lb_agent.leases import heartbeat_body
 
 ETH0 = (InterfaceInfo("eth0", "02:00:00:00:00:01", True, ("198.18.0.0/24",)),)
 

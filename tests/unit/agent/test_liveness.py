@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from l2lb_agent.heartbeat import LeaseObserver
+from l2lb_agent.liveness import LeaseObserver
 
 
 class Clock:

@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..heartbeat import HeartbeatInfo, parse_heartbeat
+from ..leases import HeartbeatInfo, parse_heartbeat
 from ..model.contract import parse_announcements
 from ..model.model import Policy, parse_policy, parse_pool
 from ..model.problems import Problems
