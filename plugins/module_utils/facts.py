@@ -21,6 +21,7 @@ from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract impor
     LB_CLASS,
     NODE_LEASE_PREFIX,
     SHARING_KEY_ANNOTATIONS,
+    parse_assignment,
 )
 
 
@@ -103,12 +104,36 @@ def is_our_load_balancer(service: Mapping[str, Any], cilium: bool = False) -> bo
     return spec.get("type") == "LoadBalancer" and spec.get("loadBalancerClass") in classes
 
 
-def service_view(service: Mapping[str, Any]) -> dict[str, Any]:
-    """What verify needs to know about one LoadBalancer Service."""
+def assignments_by_ip(objects: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, list[str]]]:
+    """ip -> (node, interfaces) as the L2Assignment objects say: what the speakers really answer."""
+    result: dict[str, tuple[str, list[str]]] = {}
+    for obj in objects:
+        node = str((obj.get("spec") or {}).get("node") or "")
+        entries, _ = parse_assignment(obj, node)
+        for ip, entry in entries.items():
+            result.setdefault(ip, (node, list(entry.interfaces)))
+    return result
+
+
+def service_view(
+    service: Mapping[str, Any], assigned: Mapping[str, tuple[str, list[str]]] | None = None
+) -> dict[str, Any]:
+    """What verify needs to know about one LoadBalancer Service.
+
+    ``assigned`` (from :func:`assignments_by_ip`): the announcing node and interfaces come from the
+    assignment objects, which the speakers follow; None (a 0.1 cluster, or Cilium) reads the annotations.
+    ``annotated_node`` is always the informational annotation, for comparison.
+    """
     meta, spec, status = service.get("metadata") or {}, service.get("spec") or {}, service.get("status") or {}
     annotations = meta.get("annotations") or {}
     ingress = (status.get("loadBalancer") or {}).get("ingress") or []
     interfaces = annotations.get(ANNOTATION_ANNOUNCING_INTERFACES, "")
+    node = annotations.get(ANNOTATION_ANNOUNCING_NODE, "")
+    iface_list = [i for i in interfaces.split(",") if i]
+    if assigned is not None:
+        found = [assigned[ip] for ip in (e.get("ip") for e in ingress) if ip in assigned]
+        node = ",".join(dict.fromkeys(n for n, _ in found))
+        iface_list = list(dict.fromkeys(i for _, ifaces in found for i in ifaces))
     return {
         "namespace": meta.get("namespace", ""),
         "name": meta.get("name", ""),
@@ -121,8 +146,9 @@ def service_view(service: Mapping[str, Any]) -> dict[str, Any]:
             for p in spec.get("ports") or []
         ],
         "external_traffic_policy": spec.get("externalTrafficPolicy", "Cluster"),
-        "announcing_node": annotations.get(ANNOTATION_ANNOUNCING_NODE, ""),
-        "announcing_interfaces": [i for i in interfaces.split(",") if i],
+        "announcing_node": node,
+        "announcing_interfaces": iface_list,
+        "annotated_node": annotations.get(ANNOTATION_ANNOUNCING_NODE, ""),
         "conditions": [
             {k: c.get(k, "") for k in ("type", "status", "reason", "message")}
             for c in status.get("conditions") or []

@@ -28,6 +28,13 @@ options:
   cilium_namespace:
     description: Namespace of Cilium's announcement Leases (usually C(kube-system)).
     type: str
+  agents_namespace:
+    description:
+      - Namespace of the l2lb agents' C(L2Assignment) objects. The announcing node and interfaces are read
+        from them (they are what the speakers answer); on a cluster without them (version 0.1, or Cilium)
+        from the Service's informational C(l2lb.io/announcing-node) annotation.
+    type: str
+    default: l2lb-system
 attributes:
   check_mode:
     support: full
@@ -55,7 +62,7 @@ services:
   elements: dict
   sample:
     - {namespace: default, name: web, ips: [198.18.0.241], pool: lan, sharing_key: "", ports: [{port: 80,
-       protocol: TCP, name: http}], external_traffic_policy: Cluster, announcing_node: node2,
+       protocol: TCP, name: http}], external_traffic_policy: Cluster, announcing_node: node2, annotated_node: node2,
        announcing_interfaces: [host0], conditions: [{type: l2lb.io/IPAllocated, status: "True", reason: Allocated,
        message: ""}]}
 """
@@ -63,22 +70,44 @@ services:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.baremetal.l2lb.plugins.module_utils.facts import (
+    assignments_by_ip,
     classify_leases,
     is_our_load_balancer,
     service_view,
 )
 from ansible_collections.baremetal.l2lb.plugins.module_utils.kube import AUTH_ARG_SPEC, KubeClient, KubeError
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract import (
+    ASSIGNMENT_PLURAL,
+    DEFAULT_NAMESPACE,
+    GROUP,
+    VERSION,
+)
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={"namespace": {"type": "str"}, "cilium_namespace": {"type": "str"}, **AUTH_ARG_SPEC},
+        argument_spec={
+            "namespace": {"type": "str"},
+            "cilium_namespace": {"type": "str"},
+            "agents_namespace": {"type": "str", "default": DEFAULT_NAMESPACE},
+            **AUTH_ARG_SPEC,
+        },
         supports_check_mode=True,
     )
     try:
         client = KubeClient(module.params)
+        assigned = None
+        if not module.params["cilium_namespace"]:
+            try:
+                objects = client.list_namespaced_objects(
+                    GROUP, VERSION, ASSIGNMENT_PLURAL, module.params["agents_namespace"]
+                )
+                assigned = assignments_by_ip(objects) if objects else None
+            except KubeError as exc:
+                if exc.status != 404:  # 404: no L2Assignment CRD (a 0.1 cluster): the annotations tell
+                    raise
         services = [
-            service_view(s)
+            service_view(s, assigned)
             for s in client.list_services(module.params["namespace"])
             if is_our_load_balancer(s, cilium=bool(module.params["cilium_namespace"]))
         ]

@@ -65,3 +65,25 @@ def test_service_view_and_class_filter() -> None:
     assert is_our_load_balancer(svc)
     assert not is_our_load_balancer({"spec": {"type": "LoadBalancer", "loadBalancerClass": "other.io/lb"}})
     assert not is_our_load_balancer({"spec": {"type": "ClusterIP"}})
+
+
+def test_the_announcing_node_comes_from_the_assignment_objects_not_the_annotation() -> None:
+    from ansible_collections.baremetal.l2lb.plugins.module_utils.facts import assignments_by_ip
+    from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract import AssignedIP, assignment_body
+
+    objects = [
+        assignment_body("l2lb-system", "node2", [AssignedIP("198.18.0.241", ("host0",), ("default/web",))]),
+        assignment_body("l2lb-system", "node3", []),
+    ]
+    service = {
+        "metadata": {"name": "web", "namespace": "default", "annotations": {"l2lb.io/announcing-node": "node3"}},
+        "spec": {"type": "LoadBalancer"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "198.18.0.241"}]}},
+    }
+    view = service_view(service, assignments_by_ip(objects))
+    assert (view["announcing_node"], view["announcing_interfaces"], view["annotated_node"]) == (
+        "node2",
+        ["host0"],
+        "node3",
+    )
+    assert service_view(service)["announcing_node"] == "node3", "without assignment objects: the annotation"
