@@ -290,55 +290,29 @@ class KubeClient:
 
     # ---- assignment objects (l2lb.io L2Assignment, in the agents' namespace) ----
 
+    def _assignment_call(
+        self, verb: str, method: Callable[..., Any], namespace: str, *args: Any, **kw: Any
+    ) -> dict[str, Any]:
+        r = ASSIGNMENTS
+        return self.call(verb, r, method, r.group, r.version, namespace, r.plural, *args, **kw)
+
     def get_assignment(
         self, namespace: str, name: str, timeout: float | tuple[float, float] = DEFAULT_TIMEOUT
     ) -> dict[str, Any]:
-        r = ASSIGNMENTS
-        return self.call(
-            "get",
-            r,
-            self.custom.get_namespaced_custom_object,
-            r.group,
-            r.version,
-            namespace,
-            r.plural,
-            name,
-            timeout=timeout,
-        )
+        method = self.custom.get_namespaced_custom_object
+        return self._assignment_call("get", method, namespace, name, timeout=timeout)
 
     def create_assignment(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        r = ASSIGNMENTS
-        return self.call(
-            "create",
-            r,
-            self.custom.create_namespaced_custom_object,
-            r.group,
-            r.version,
-            namespace,
-            r.plural,
-            dict(body),
-        )
+        method = self.custom.create_namespaced_custom_object
+        return self._assignment_call("create", method, namespace, dict(body))
 
     def replace_assignment(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Optimistic concurrency: ``body.metadata.resourceVersion`` must be current, else 409."""
-        r = ASSIGNMENTS
-        return self.call(
-            "update",
-            r,
-            self.custom.replace_namespaced_custom_object,
-            r.group,
-            r.version,
-            namespace,
-            r.plural,
-            name,
-            dict(body),
-        )
+        method = self.custom.replace_namespaced_custom_object
+        return self._assignment_call("update", method, namespace, name, dict(body))
 
     def delete_assignment(self, namespace: str, name: str) -> None:
-        r = ASSIGNMENTS
-        self.call(
-            "delete", r, self.custom.delete_namespaced_custom_object, r.group, r.version, namespace, r.plural, name
-        )
+        self._assignment_call("delete", self.custom.delete_namespaced_custom_object, namespace, name)
 
     # ---- leases ----
 
