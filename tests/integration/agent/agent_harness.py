@@ -193,8 +193,13 @@ class FakeNode:
         self.interfaces = list(interfaces)
         self.draining = False
         self._rv = ""
+        self._beat_lock = threading.Lock()
 
     def beat(self, renew_time: str | None = None) -> None:
+        with self._beat_lock:  # the test thread and keep_beating() both beat: one write at a time
+            self._beat(renew_time)
+
+    def _beat(self, renew_time: str | None) -> None:
         body = heartbeat_body(
             NAMESPACE, self.name, LeaseTiming(), self.interfaces, draining=self.draining, resource_version=self._rv
         )
