@@ -134,7 +134,7 @@ class Agent:
             informer.add_handler(self._controller_notify)
         self.own_node.add_handler(self._node_event)
         # Candidates start warm (the controller then chooses its standbys); see controller_side.
-        self.side: ControllerSide | None = ControllerSide(self) if config.controller.enabled else None
+        self.side: ControllerSide | None = ControllerSide(self, initial=True) if config.controller.enabled else None
         self.cold_watch: ColdWatch | None = None
         self.candidacy = Candidacy(self)
         self.own_assignment.add_handler(self.candidacy.notify)
@@ -490,9 +490,14 @@ class Agent:
         stopped = [name for name, worker in self.threads().items() if not worker.running]
         if stopped:
             return False, f"loop stopped: {', '.join(stopped)}"
-        synced = all(i.synced for i in self.informers())
+        # A side that turned warm later (a cold agent chosen as standby, or taking over) is still listing:
+        # this node keeps answering meanwhile, so that is no reason to call it unhealthy.
+        side = self.side
+        warming = side is not None and not side.initial and not all(i.synced for i in side.informers())
+        late = set(side.informers()) if warming and side is not None else set()
+        synced = all(i.synced for i in self.informers() if i not in late)
         announcing = len(self.speaker.announced())
-        role = self.role
+        role = self.role + (" (warming up)" if warming else "")
         if self._draining:
             return True, f"draining: {len(self.speaker.assigned())} IPs still assigned here"
         if self.heartbeat.fresh() and synced:

@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 class ControllerSide:
     """The controller machinery of one warm period; see the module docstring."""
 
-    def __init__(self, agent: Agent) -> None:
+    def __init__(self, agent: Agent, *, initial: bool = False) -> None:
         self.agent = agent
+        self.initial = initial  # built at agent start (the agent is not healthy before it has listed)
         kube, namespace, node = agent.kube, agent.namespace, agent.node
         self.observer = LeaseObserver(self_name=node_lease_name(node))
         self.services = Informer(kube, SERVICES, name="services")
