@@ -21,14 +21,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .config import AgentConfig
-from .controller.runtime import Caches, ControllerRuntime
+from .controller.runtime import ControllerRuntime
 from .controller.types import InterfaceInfo
 from .controller_side import ControllerSide
 from .election import LeaderElection
 from .heartbeat import Heartbeat
 from .kube import ASSIGNMENTS, LEASES, NODES, POLICIES, POOLS, Informer, KubeClient, resource_version
 from .leases import CONTROLLER_LEASE
-from .liveness import LeaseObserver
 from .logs import fields, node_logger
 from .metrics import Metrics, MetricsServer
 from .model.contract import assignment_name, assignment_standby
@@ -161,10 +160,14 @@ class Agent:
 
     # ---- wiring ----
 
+    def _own_informers(self) -> list[Informer]:
+        """What every agent watches, whatever its role."""
+        return [self.pools, self.policies, self.own_assignment, self.own_node]
+
     def informers(self) -> list[Informer]:
-        own = [self.pools, self.policies, self.own_assignment, self.own_node]
         side, cold = self.side, self.cold_watch
-        return [*own, *(side.informers() if side is not None else ()), *([cold.informer] if cold else ())]
+        extra = side.informers() if side is not None else [cold.informer] if cold is not None else []
+        return [*self._own_informers(), *extra]
 
     # The controller side's parts, while this agent is warm (None while cold).
     @property
@@ -182,14 +185,6 @@ class Agent:
     @property
     def services(self) -> Informer | None:
         return self.side.services if self.side is not None else None
-
-    @property
-    def caches(self) -> Caches | None:
-        return self.side.caches if self.side is not None else None
-
-    @property
-    def observer(self) -> LeaseObserver | None:
-        return self.side.observer if self.side is not None else None
 
     @property
     def role(self) -> str:
@@ -318,7 +313,7 @@ class Agent:
             )
             self.responder.start()
             self.speaker.responder = self.responder
-        for informer in (self.pools, self.policies, self.own_assignment, self.own_node):
+        for informer in self._own_informers():
             informer.start()
         self.heartbeat.start()
         self.speaker.start()
@@ -493,8 +488,8 @@ class Agent:
         # A side that turned warm later (a cold agent chosen as standby, or taking over) is still listing:
         # this node keeps answering meanwhile, so that is no reason to call it unhealthy.
         side = self.side
-        warming = side is not None and not side.initial and not all(i.synced for i in side.informers())
-        late = set(side.informers()) if warming and side is not None else set()
+        late = set(side.informers()) if side is not None and not side.initial else set()
+        warming = not all(i.synced for i in late)
         synced = all(i.synced for i in self.informers() if i not in late)
         announcing = len(self.speaker.announced())
         role = self.role + (" (warming up)" if warming else "")
@@ -547,8 +542,6 @@ class ColdWatch:
         """Seconds since the controller Lease last changed (or was found missing), on our own clock."""
         if not self.informer.synced:
             return 0.0
-        if not self._rv:
-            return time.monotonic() - self._changed_at
         return time.monotonic() - self._changed_at
 
 
@@ -578,7 +571,7 @@ class Candidacy(Worker):
             self._wake.clear()
             if self._stopping.is_set() or not agent.config.controller.enabled or agent._draining:
                 continue
-            standby = assignment_standby(agent.own_assignment.get(agent.speaker._own_key))
+            standby = assignment_standby(agent.speaker.own_object())
             if agent.side is not None:
                 settled = time.monotonic() - self._warm_since >= 2 * timing.lease_duration
                 reachable = agent.kube.health.reachable and agent.heartbeat.fresh()

@@ -494,15 +494,15 @@ class SpeakerRuntime(Worker):
                 if rebuild:
                     self._publish_all(self._from_object() if source == "object" else {})
                 return
+            assert services is not None  # "legacy" needs it
             if rebuild:
-                assert services is not None
                 self._index = AssignmentIndex.build(self.node, services.snapshot(), self._trust)
                 self._publish_all(dict(self._index.assignments))
                 self._report_refused([r for refused in self._index.refused.values() for r in refused])
                 return
             changes: dict[str, Assignment | None] = {}
             for key in dirty:
-                changes.update(self._index.update(key, services.get(key)))  # type: ignore[union-attr]
+                changes.update(self._index.update(key, services.get(key)))
             if dirty:
                 self._report_refused([r for refused in self._index.refused.values() for r in refused])
         except BaseException:
@@ -528,12 +528,16 @@ class SpeakerRuntime(Worker):
         if self.assignment is not None:
             if not self.assignment.synced:
                 return "none"
-            if self.assignment.get(self._own_key) is not None:
+            if self.own_object() is not None:
                 return "object"
         return "legacy" if services is not None else "none"
 
-    def _from_object(self) -> dict[str, Assignment]:
-        obj = self.assignment.get(self._own_key) if self.assignment is not None else None
+    def own_object(self) -> dict[str, Any] | None:
+        """This node's assignment object as the informer holds it (None: none, or no informer)."""
+        return self.assignment.get(self._own_key) if self.assignment is not None else None
+
+    def _trusted(self, obj: Mapping[str, Any] | None) -> tuple[dict[str, Assignment], list[Refused]]:
+        """What ``obj`` assigns this node after the trust check, and every entry refused."""
         entries, refused = parse_assignment(obj, self.node)
         result: dict[str, Assignment] = {}
         for ip, entry in entries.items():
@@ -542,6 +546,10 @@ class SpeakerRuntime(Worker):
                 refused.append(Refused(ip, reason, f"source {entry.source}"))
                 continue
             result[ip] = {"interfaces": list(entry.interfaces), "services": list(entry.services)}
+        return result, refused
+
+    def _from_object(self) -> dict[str, Assignment]:
+        result, refused = self._trusted(self.own_object())
         self._report_refused(refused)
         return result
 
@@ -731,11 +739,7 @@ class SpeakerRuntime(Worker):
         if obj and self.assignment is not None:
             self.assignment.store_written(obj)
             self.notify_assignment()
-        entries, _ = parse_assignment(obj, self.node)
-        entry = entries.get(ip)
-        if entry is None:
-            return False
-        return self._trust is None or self._trust.refusal(ip, entry.source) is None
+        return ip in self._trusted(obj)[0]
 
 
 _SOURCES = {
