@@ -17,12 +17,12 @@ PYTEST := $(BIN)/pytest
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv collection-link lint unit integration test build lock clean crds bench lab molecule lab-image lab-up lab-down lab-status
+.PHONY: help setup apt venv collection-link components lint unit integration test build lock clean crds bench lab molecule lab-image lab-up lab-down lab-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: apt venv collection-link ## apt packages + .venv with the pinned Python deps
+setup: apt venv collection-link components ## apt packages, .venv with the pinned Python deps, the Go-built control plane
 
 apt: $(BUILD)/apt.stamp
 $(BUILD)/apt.stamp:
@@ -40,6 +40,11 @@ $(VENV)/.stamp: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	@touch $@
+
+# kube-apiserver, kube-controller-manager, kube-proxy (k8s.io/kubernetes v1.37.2) and etcd v3.7.3,
+# built from lab/kube and lab/etcd into /var/cache/l2lb-go (L2LB_GO_CACHE) once per version.
+components: venv ## build the real control plane from Go modules (cached outside the checkout)
+	L2LB_VENV=$(abspath $(VENV)) lab/build-components.sh
 
 collection-link: $(COLLECTION_LINK)
 $(COLLECTION_LINK):

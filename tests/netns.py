@@ -56,7 +56,7 @@ _MAX_NODES = 99  # keeps "l2lb-tXXXX-nNN" within the 15-character interface name
 
 
 def netns_capable() -> str | None:
-    """None if this process can build labs, else the reason it cannot (for pytest.skip)."""
+    """None if this process can build labs, else the reason it cannot."""
     if os.geteuid() != 0:
         return "needs root to create network namespaces"
     try:
@@ -67,10 +67,10 @@ def netns_capable() -> str | None:
 
 
 def require_netns() -> None:
-    """Skip the calling test unless labs can be built here."""
+    """Fail the calling test (never skip it) unless labs can be built here."""
     reason = netns_capable()
     if reason is not None:
-        pytest.skip(reason)
+        pytest.fail(f"cannot run here: {reason}")
 
 
 # ---- running things in namespaces ----

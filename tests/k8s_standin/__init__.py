@@ -7,7 +7,10 @@ that works against it must work against a real cluster; contract tests drive it 
 
 Implemented
     HTTPS with a generated CA; bearer tokens (admin, static, service-account Secret tokens, TokenRequest)
-    with 401 ``Unauthorized``; RBAC for everything but the admin (403 ``Forbidden`` with the real message).
+    with 401 ``Unauthorized`` for a token that is not valid; requests without a token are ``system:anonymous``
+    (kube-apiserver's default ``--anonymous-auth=true``), allowed only ``/healthz``, ``/livez``, ``/readyz`` and
+    ``/version`` (``system:public-info-viewer``), 403 elsewhere; RBAC for everything but the admin (403
+    ``Forbidden`` with the real message).
     Discovery (``/version``, ``/api``, ``/api/v1``, ``/apis``, ``/apis/<group>[/<version>]``) including CRDs,
     so ``kubernetes.dynamic.DynamicClient`` and ``kubernetes.core`` work. Kinds: core/v1 namespaces, nodes,
     services, endpoints, events, serviceaccounts (+ ``token``), secrets, configmaps; discovery.k8s.io/v1
@@ -28,12 +31,11 @@ Deliberately different
     * Namespace deletion, CRD deletion and garbage collection finish within the request; there is no
       ``Terminating`` phase to wait for (the DELETE response still shows it). Finalizers on objects are
       honoured; objects inside a deleted namespace are removed regardless of their finalizers.
-    * Server-side apply is approximated as create-or-merge; there are no ``managedFields`` and no conflicts.
+    * Server-side apply is approximated as create-or-merge, where a field manager's re-apply removes the
+      fields it applied before and no longer sends; there are no ``managedFields`` and no conflicts.
     * CEL rules (``x-kubernetes-validations``), admission webhooks, conversion webhooks, aggregated
       ClusterRoles, RBAC escalation checks, quotas, pods and workload controllers are not implemented;
       discovery is served in the classic (non-aggregated) JSON form only; no protobuf, no Table output.
-    * ``/healthz``, ``/livez``, ``/readyz`` and ``/version`` answer without a token; everything else
-      needs one (the real server's anonymous access is configurable; here it is fixed).
     * Watch history is kept per resource (``history_size`` events each, default 2000), like the watch
       cache; there is no etcd behind it to fall back to, so older resourceVersions are always 410.
     * Service cluster IPs come from ``service_cidr`` (default 198.18.240.0/20) and are not routed.

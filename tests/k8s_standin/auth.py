@@ -254,19 +254,28 @@ def rules_for(store: Store, user: UserInfo, namespace: str) -> list[dict[str, An
     return rules
 
 
-_ALWAYS_ALLOWED_PATHS = ("/api", "/apis", "/version", "/healthz", "/livez", "/readyz", "/openapi")
+_PUBLIC_INFO_PATHS = ("/version", "/healthz", "/livez", "/readyz")
+_DISCOVERY_PATHS = ("/api", "/apis", "/openapi")
+AUTHENTICATED = "system:authenticated"
+
+
+def _path_in(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
 
 
 def authorize(store: Store, user: UserInfo, attrs: Attributes) -> bool:
     if user.is_admin:
         return True
-    # system:discovery and system:public-info-viewer are bound to every authenticated user.
-    if not attrs.resource_request and any(
-        attrs.path == p or attrs.path.startswith(p + "/") for p in _ALWAYS_ALLOWED_PATHS
-    ):
+    # system:public-info-viewer is bound to everyone, anonymous included (system:unauthenticated).
+    if not attrs.resource_request and _path_in(attrs.path, _PUBLIC_INFO_PATHS):
+        return True
+    # system:discovery and system:basic-user are bound to system:authenticated only.
+    authenticated = AUTHENTICATED in user.groups
+    if authenticated and not attrs.resource_request and _path_in(attrs.path, _DISCOVERY_PATHS):
         return True
     if (
-        attrs.resource_request
+        authenticated
+        and attrs.resource_request
         and attrs.group == "authorization.k8s.io"
         and attrs.resource
         in (
@@ -275,7 +284,12 @@ def authorize(store: Store, user: UserInfo, attrs: Attributes) -> bool:
         )
     ):
         return True  # system:basic-user
-    if attrs.resource_request and attrs.group == "authentication.k8s.io" and attrs.resource == "selfsubjectreviews":
+    if (
+        authenticated
+        and attrs.resource_request
+        and attrs.group == "authentication.k8s.io"
+        and attrs.resource == "selfsubjectreviews"
+    ):
         return True
     with store.lock:
         return any(_rule_allows(rule, attrs) for rule in rules_for(store, user, attrs.namespace))

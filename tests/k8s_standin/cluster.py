@@ -48,7 +48,6 @@ PATCH_TYPES = {
 }
 _SYSTEM_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink")
 _NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
-_PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 
 
 @dataclass
@@ -144,6 +143,8 @@ class Cluster:
         self._open_watches: dict[int, _OpenWatch] = {}
         self._open_watches_lock = threading.Lock()
         self._watch_ids = iter(range(1, 1 << 62))
+        # Server-side apply: (resource, namespace, name) -> {fieldManager: (uid, applied configuration)}.
+        self._applied: dict[tuple[Any, str, str], dict[str, tuple[str, Obj]]] = {}
         self._bootstrap()
 
     # --- helpers used by strategies ------------------------------------------------------------------
@@ -288,10 +289,11 @@ class Cluster:
         path = req.path.rstrip("/") or "/"
         user = self.authenticate(req.token)
         if user is None:
-            if req.method == "GET" and (path in _PUBLIC_PATHS or path.startswith(("/healthz/", "/livez/", "/readyz/"))):
-                user = UserInfo("system:anonymous", ("system:unauthenticated",))
-            else:
-                raise e.unauthorized()
+            if req.token:
+                raise e.unauthorized()  # a token was sent and is not valid
+            # No token: anonymous, as with kube-apiserver's default --anonymous-auth=true; RBAC then
+            # grants it only system:public-info-viewer (/healthz, /livez, /readyz, /version).
+            user = UserInfo("system:anonymous", ("system:unauthenticated",))
         if path.startswith("/_standin/"):
             return self._standin_endpoint(req, path, user)
         segments = [s for s in path.split("/") if s]
@@ -412,7 +414,7 @@ class Cluster:
         if req.method not in ("GET", "HEAD"):
             raise e.method_not_allowed()
         self.count("get", path)
-        if not user.is_admin and user.name != "system:anonymous":
+        if not user.is_admin:
             attrs = Attributes(verb="get", resource_request=False, path=path)
             if not authorize(self.store, user, attrs):
                 raise ApiError(403, "Forbidden", f'forbidden: User "{user.name}" {attrs.describe()}', {})
@@ -539,7 +541,9 @@ class Cluster:
             metadata["continue"] = base64.b64encode(
                 json.dumps({"rv": rv, "ns": last.get("namespace", ""), "name": last["name"]}).encode()
             ).decode()
-            metadata["remainingItemCount"] = remaining
+            if not req.param("labelSelector") and not req.param("fieldSelector"):
+                # Like etcd3's GetList: no count for selected lists, it would count non-matching objects.
+                metadata["remainingItemCount"] = remaining
         rendered = []
         for obj in items:
             item = self.out(rt, obj)
@@ -720,7 +724,10 @@ class Cluster:
                 f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", "Warn", "Strict"'
             )
         if unknown and mode == "Strict":
-            raise e.bad_request("strict decoding error: " + ", ".join(warnings))
+            raise e.bad_request(
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: strict decoding error: '
+                + ", ".join(warnings)
+            )
         if mode == "Ignore":
             warnings = []
         obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
@@ -743,7 +750,8 @@ class Cluster:
             errors += validate_immutable_meta(meta, old["metadata"])
         errors += rt.strategy.validate(self, rt, obj, old)
         if errors:
-            raise e.invalid_object(rt.group, rt.kind, meta.get("name", ""), errors)
+            group = rt.group if rt.strategy.validation_group is None else rt.strategy.validation_group
+            raise e.invalid_object(group, rt.kind, meta.get("name", ""), errors)
 
     # --- create --------------------------------------------------------------------------------------
 
@@ -879,7 +887,12 @@ class Cluster:
     def _apply(
         self, rt: ResourceType, namespace: str, name: str, sub: str, body: Any, req: Request, dry_run: bool
     ) -> Response:
-        """Server-side apply, approximated: create if absent, else merge the applied configuration."""
+        """Server-side apply, approximated: create if absent, else merge the applied configuration.
+
+        Each field manager's last applied configuration is remembered: fields it applied before and no
+        longer sends are removed, unless another manager's applied configuration still has them (the
+        real server's managedFields would also keep fields another manager changed by update).
+        """
         if not req.param("fieldManager"):
             raise e.invalid_object(
                 "meta.k8s.io", "PatchOptions", "", [e.required("fieldManager", "is required for apply patch")]
@@ -891,6 +904,8 @@ class Cluster:
             raise e.bad_request(
                 f"the name of the object ({body['metadata']['name']}) does not match the name on the URL ({name})"
             )
+        manager = req.param("fieldManager")
+        applied = copy.deepcopy(body)
         with self.store.lock:
             old = self.store.get(rt.key, namespace, name)
             if old is None:
@@ -901,9 +916,19 @@ class Cluster:
                     obj["metadata"]["namespace"] = namespace
                 self._check_namespace(rt, namespace)
                 stored = self._create_locked(rt, obj, dry_run)
+                if not dry_run:
+                    key = (rt.key, namespace, name)
+                    self._applied[key] = {manager: (stored["metadata"]["uid"], applied)}
                 return Response(201, self.out(rt, stored), _warning_headers(warnings))
             current = copy.deepcopy(self.out(rt, old))
             body["metadata"].pop("resourceVersion", None)
+            uid = old["metadata"]["uid"]
+            key = (rt.key, namespace, name)
+            managers = {m: cfg for m, (u, cfg) in self._applied.get(key, {}).items() if u == uid}
+            if manager in managers:
+                kept = set().union(*(_applied_paths(cfg) for m, cfg in managers.items() if m != manager))
+                for path in _applied_paths(managers[manager]) - _applied_paths(applied) - kept:
+                    _remove_path(current, path)
             try:
                 if rt.merge_keys is not None:
                     patched = strategic_merge_patch(current, body, rt.merge_keys)
@@ -916,6 +941,9 @@ class Cluster:
             if rt.namespaced:
                 obj["metadata"]["namespace"] = namespace
             result, _ = self._update_locked(rt, old, obj, sub, dry_run)
+            if not dry_run:
+                managers[manager] = applied
+                self._applied[key] = {m: (uid, cfg) for m, cfg in managers.items()}
         return Response(200, self.out(rt, result), _warning_headers(warnings))
 
     def _update_locked(self, rt: ResourceType, old_stored: Obj, new: Obj, sub: str, dry_run: bool) -> tuple[Obj, bool]:
@@ -1214,3 +1242,25 @@ class Cluster:
         """The RBAC rules that apply to ``user`` in ``namespace`` (a test helper)."""
         with self.store.lock:
             return rules_for(self.store, user, namespace)
+
+
+_APPLY_IDENTITY = {("apiVersion",), ("kind",), ("metadata", "name"), ("metadata", "namespace")}
+
+
+def _applied_paths(config: Any, prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The fields an applied configuration sets: paths through maps (a list counts as one field)."""
+    if not isinstance(config, dict) or (prefix and not config):
+        return {prefix} if prefix and prefix not in _APPLY_IDENTITY else set()
+    paths: set[tuple[str, ...]] = set()
+    for key, value in config.items():
+        paths |= _applied_paths(value, (*prefix, str(key)))
+    return paths
+
+
+def _remove_path(obj: Any, path: tuple[str, ...]) -> None:
+    for key in path[:-1]:
+        if not isinstance(obj, dict) or key not in obj:
+            return
+        obj = obj[key]
+    if isinstance(obj, dict):
+        obj.pop(path[-1], None)

@@ -375,20 +375,27 @@ def _validate_composition(value: Any, schema: Schema, path: str, errors: list[Fi
     if schema.get("anyOf") and not any(_valid(value, sub, path) for sub in schema["anyOf"]):
         errors.append(invalid(path, value, f"{shown} in body must validate at least one schema (anyOf)"))
     if schema.get("oneOf"):
-        matches = sum(1 for sub in schema["oneOf"] if _valid(value, sub, path))
+        # go-openapi's composite error has no field (it shows as "<nil>") and, when no alternative
+        # matches, is followed by the errors of the first alternative with the fewest of them.
+        failures = [_branch_errors(value, sub, path) for sub in schema["oneOf"]]
+        matches = sum(1 for branch in failures if not branch)
         if matches != 1:
             found = "Found none valid" if matches == 0 else f"Found {matches} valid alternatives"
-            errors.append(
-                invalid(path, value, f"{shown} in body must validate one and only one schema (oneOf). {found}")
-            )
+            errors.append(invalid("<nil>", "", f'"{shown}" must validate one and only one schema (oneOf). {found}'))
+            if matches == 0:
+                errors.extend(min(failures, key=len))
     if isinstance(schema.get("not"), dict) and _valid(value, schema["not"], path):
         errors.append(invalid(path, value, f"{shown} in body must not validate the schema (not)"))
 
 
-def _valid(value: Any, schema: Schema, path: str) -> bool:
+def _branch_errors(value: Any, schema: Schema, path: str) -> list[FieldError]:
     branch: list[FieldError] = []
     _validate(value, schema, path, branch)
-    return not branch
+    return branch
+
+
+def _valid(value: Any, schema: Schema, path: str) -> bool:
+    return not _branch_errors(value, schema, path)
 
 
 # --- schema checks at CRD registration ------------------------------------------------------------------

@@ -55,6 +55,9 @@ def now(micro: bool = False) -> str:
 class Strategy:
     """Defaults to the generic registry behaviour; subclasses override what their kind does differently."""
 
+    # The API group named in 422 messages, when the real server validates another (internal) kind.
+    validation_group: str | None = None
+
     def to_external(self, rt: ResourceType, obj: Obj) -> Obj:
         out: Obj = {"apiVersion": rt.api_version, "kind": rt.kind}
         out.update((k, v) for k, v in obj.items() if k not in ("apiVersion", "kind"))
@@ -727,18 +730,46 @@ def _validate_event_type(obj: Obj) -> list[FieldError]:
     return []
 
 
+def _legacy_event_errors(
+    namespace: str, involved: Obj, event: Obj, reporting_field: str, reporting_controller: str
+) -> list[FieldError]:
+    """``legacyValidateEvent``: every Event passes it, whichever API version it is written through."""
+    errors: list[FieldError] = []
+    involved_namespace = involved.get("namespace", "") or ""
+    if not event.get("eventTime"):
+        if not involved_namespace:
+            if namespace not in ("", "default"):
+                errors.append(invalid("involvedObject.namespace", "", "does not match event.namespace"))
+        elif namespace and namespace != involved_namespace:
+            errors.append(invalid("involvedObject.namespace", involved_namespace, "does not match event.namespace"))
+    else:
+        if not involved_namespace and namespace not in ("default", "kube-system"):
+            errors.append(invalid("involvedObject.namespace", "", "does not match event.namespace"))
+        elif involved_namespace and namespace != involved_namespace:
+            errors.append(invalid("involvedObject.namespace", involved_namespace, "does not match event.namespace"))
+        if not reporting_controller:
+            errors.append(required(reporting_field))
+        for problem in qualified_name(reporting_controller):
+            errors.append(invalid(reporting_field, reporting_controller, problem))
+        for key in ("reportingInstance", "action", "reason"):
+            if not event.get(key):
+                errors.append(required(key))
+    return errors
+
+
 class CoreEventStrategy(Strategy):
     def validate(self, cluster: Cluster, rt: ResourceType, obj: Obj, old: Obj | None) -> list[FieldError]:
-        errors = _validate_event_type(obj)
-        involved = obj.get("involvedObject", {})
         namespace = obj["metadata"].get("namespace", "")
-        if involved.get("namespace") and involved["namespace"] != namespace:
-            errors.append(invalid("involvedObject.namespace", involved["namespace"], "does not match event.namespace"))
-        return errors
+        errors = _legacy_event_errors(
+            namespace, obj.get("involvedObject") or {}, obj, "reportingComponent", obj.get("reportingComponent", "")
+        )
+        return errors + _validate_event_type(obj)
 
 
 class EventsV1Strategy(Strategy):
     """events.k8s.io/v1 is another view of the core/v1 Event storage, converted field by field."""
+
+    validation_group = ""  # validated as the core Event: 'Event "x" is invalid: ...'
 
     def to_external(self, rt: ResourceType, obj: Obj) -> Obj:
         out: Obj = {"apiVersion": rt.api_version, "kind": rt.kind}
@@ -758,22 +789,20 @@ class EventsV1Strategy(Strategy):
         return out
 
     def validate(self, cluster: Cluster, rt: ResourceType, obj: Obj, old: Obj | None) -> list[FieldError]:
-        errors = _validate_event_type(obj)
+        # ValidateEventCreate: the legacy rules (on the core fields), then the strict events.k8s.io ones.
+        namespace = obj["metadata"].get("namespace", "")
+        errors = _legacy_event_errors(
+            namespace, obj.get("regarding") or {}, obj, "reportingController", obj.get("reportingController", "")
+        )
         if not obj.get("eventTime"):
             errors.append(required("eventTime"))
+        if obj.get("type") not in ("Normal", "Warning"):
+            errors.append(invalid("type", "", f"has invalid value: {obj.get('type') or ''}"))
         for key in ("reportingController", "reportingInstance", "action", "reason"):
-            value = obj.get(key, "")
-            if not value:
-                errors.append(required(key))
-            elif len(value) > 128:
+            if len(obj.get(key, "") or "") > 128:
                 errors.append(too_long(key, 128))
-        if obj.get("reportingController"):
-            for problem in qualified_name(obj["reportingController"]):
-                errors.append(invalid("reportingController", obj["reportingController"], problem))
-        if len(obj.get("note", "").encode()) > 1024:
+        if len((obj.get("note", "") or "").encode()) > 1024:
             errors.append(too_long("note", 1024))
-        if not obj.get("type"):
-            errors.append(required("type"))
         return errors
 
 

@@ -101,10 +101,10 @@ def qualified_name(value: str) -> list[str]:
             + _MSG_QUALIFIED_NAME.replace("name part ", "")
             + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
         ]
-    if not name:
-        return ["name part must be non-empty"]
     problems = []
-    if len(name) > 63:
+    if not name:
+        problems.append("name part must be non-empty")  # and the pattern below fails too, as in Go
+    elif len(name) > 63:
         problems.append("name part must be no more than 63 characters")
     if not re.fullmatch(_QUALIFIED_NAME, name):
         problems.append(_MSG_QUALIFIED_NAME)

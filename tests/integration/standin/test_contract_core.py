@@ -8,10 +8,12 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from contract_support import eventually
 from kubernetes import client
 
 from k8s_standin import ApiServer
@@ -51,14 +53,25 @@ def lb_service(name: str, **spec: Any) -> dict[str, Any]:
 # --- authentication ---------------------------------------------------------------------------------
 
 
-def test_requests_without_or_with_a_wrong_token_get_401(
+def test_no_token_is_anonymous_and_forbidden_a_wrong_token_is_401(
     standin: ApiServer, client_for: Callable[[str], client.ApiClient]
 ) -> None:
+    # Without a token a request is system:anonymous (--anonymous-auth=true, the default), which RBAC
+    # allows only the public-info paths (see test_health_and_version_need_no_token).
     code, body = raw_get(standin, "/api/v1/namespaces", None)
-    assert code == 401
+    assert code == 403
     assert isinstance(body, dict)
-    assert (body["kind"], body["reason"], body["code"]) == ("Status", "Unauthorized", 401)
+    assert (body["kind"], body["reason"], body["code"]) == ("Status", "Forbidden", 403)
+    assert body["message"] == (
+        'namespaces is forbidden: User "system:anonymous" cannot list resource "namespaces" in API group "" '
+        "at the cluster scope"
+    )
+    code, body = raw_get(standin, "/apis", None)
+    assert code == 403
+    assert isinstance(body, dict)
+    assert body["message"] == 'forbidden: User "system:anonymous" cannot get path "/apis"'
 
+    # A token that is sent and not valid is 401.
     with pytest.raises(client.ApiException) as caught:
         client.CoreV1Api(client_for("not-a-token")).list_namespace()
     assert caught.value.status == 401
@@ -77,25 +90,45 @@ def test_health_and_version_need_no_token(standin: ApiServer) -> None:
 # --- namespaces -------------------------------------------------------------------------------------
 
 
+def _status_of_call(call: Callable[[], Any]) -> int:
+    try:
+        call()
+    except client.ApiException as exc:
+        return int(exc.status)
+    return 200
+
+
 def test_namespace_lifecycle(core: client.CoreV1Api) -> None:
-    created = core.create_namespace({"metadata": {"name": "lifecycle"}})
+    name = f"lifecycle-{uuid.uuid4().hex[:6]}"
+    created = core.create_namespace({"metadata": {"name": name}})
     assert created.status.phase == "Active"
-    assert created.metadata.labels["kubernetes.io/metadata.name"] == "lifecycle"
+    assert created.metadata.labels["kubernetes.io/metadata.name"] == name
     assert created.metadata.uid
     assert created.metadata.creation_timestamp is not None
-    assert "lifecycle" in [ns.metadata.name for ns in core.list_namespace().items]
-    # The serviceaccount controller's "default" account appears with the namespace.
-    assert core.read_namespaced_service_account("default", "lifecycle").metadata.name == "default"
+    assert name in [ns.metadata.name for ns in core.list_namespace().items]
+    # The serviceaccount controller's "default" account appears with the namespace (asynchronously).
+    eventually(
+        lambda: _status_of_call(lambda: core.read_namespaced_service_account("default", name)) == 200,
+        "the default ServiceAccount",
+    )
 
-    core.create_namespaced_config_map("lifecycle", {"metadata": {"name": "inside"}})
-    deleted = core.delete_namespace("lifecycle")
+    core.create_namespaced_config_map(name, {"metadata": {"name": "inside"}})
+    deleted = core.delete_namespace(name)
     assert deleted["status"]["phase"] == "Terminating"
-    with pytest.raises(client.ApiException) as caught:
-        core.read_namespace("lifecycle")
-    assert caught.value.status == 404
-    with pytest.raises(client.ApiException) as caught:
-        core.read_namespaced_config_map("inside", "lifecycle")
-    assert caught.value.status == 404
+
+    # The namespace controller empties the namespace, then removes it: a real server takes seconds, and
+    # until then the namespace reads as Terminating.
+    def gone_or_terminating() -> bool | None:
+        try:
+            phase = core.read_namespace(name).status.phase
+        except client.ApiException as exc:
+            assert exc.status == 404
+            return True
+        assert phase == "Terminating"
+        return None
+
+    eventually(gone_or_terminating, f"namespace {name} deleted", timeout=60)
+    assert _status_of_call(lambda: core.read_namespaced_config_map("inside", name)) == 404
 
 
 def test_create_in_missing_namespace_is_404_naming_the_namespace(core: client.CoreV1Api) -> None:
@@ -328,12 +361,16 @@ def test_json_patch(core: client.CoreV1Api, namespace: str) -> None:
 
 
 def test_label_selectors(core: client.CoreV1Api, namespace: str) -> None:
+    # Every ConfigMap here carries "set=selectors": a real server adds kube-root-ca.crt to each namespace.
     labels = {"a": {"tier": "web", "env": "prod"}, "b": {"tier": "web", "env": "dev"}, "c": {"tier": "db"}, "d": {}}
     for name, label_set in labels.items():
-        core.create_namespaced_config_map(namespace, {"metadata": {"name": name, "labels": label_set}})
+        core.create_namespaced_config_map(
+            namespace, {"metadata": {"name": name, "labels": {"set": "selectors", **label_set}}}
+        )
 
     def names(selector: str) -> list[str]:
-        return [cm.metadata.name for cm in core.list_namespaced_config_map(namespace, label_selector=selector).items]
+        selected = core.list_namespaced_config_map(namespace, label_selector=f"set=selectors,{selector}")
+        return [cm.metadata.name for cm in selected.items]
 
     assert names("tier=web") == ["a", "b"]
     assert names("tier==web,env=prod") == ["a"]
@@ -365,12 +402,26 @@ def test_field_selectors_and_cross_namespace_lists(core: client.CoreV1Api, names
 
 def test_list_pagination(core: client.CoreV1Api, namespace: str) -> None:
     for i in range(5):
-        core.create_namespaced_config_map(namespace, {"metadata": {"name": f"cm-{i}"}})
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": f"cm-{i}", "labels": {"set": "pages"}}})
+    # Without a selector: every ConfigMap of the namespace (on a real server kube-root-ca.crt as well,
+    # which the namespace fixture waited for), with the count of those not yet returned.
+    everything = [c.metadata.name for c in core.list_namespaced_config_map(namespace).items]
+    assert set(everything) - {"kube-root-ca.crt"} == {f"cm-{i}" for i in range(5)}
     page = core.list_namespaced_config_map(namespace, limit=2)
     seen = [c.metadata.name for c in page.items]
-    assert page.metadata.remaining_item_count == 3
+    assert page.metadata.remaining_item_count == len(everything) - 2
     while page.metadata._continue:
         page = core.list_namespaced_config_map(namespace, limit=2, _continue=page.metadata._continue)
+        seen += [c.metadata.name for c in page.items]
+    assert seen == everything
+    # With a selector there is no remainingItemCount (the server would have to count non-matching objects).
+    page = core.list_namespaced_config_map(namespace, limit=2, label_selector="set=pages")
+    seen = [c.metadata.name for c in page.items]
+    assert page.metadata.remaining_item_count is None
+    while page.metadata._continue:
+        page = core.list_namespaced_config_map(
+            namespace, limit=2, label_selector="set=pages", _continue=page.metadata._continue
+        )
         seen += [c.metadata.name for c in page.items]
     assert seen == [f"cm-{i}" for i in range(5)]
 
@@ -422,7 +473,9 @@ def test_unknown_fields_are_dropped_with_a_warning_or_refused_when_strict(
     assert "bogus" not in stored
     status, _, refused = raw("POST", path, dict(body, metadata={"name": "cfg2"}), [("fieldValidation", "Strict")])
     assert status == 400
-    assert refused["message"] == 'strict decoding error: unknown field "bogus"'
+    assert refused["message"] == (
+        'ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field "bogus"'
+    )
     status, _, wrong_type = raw("POST", path, {"metadata": {"name": "cfg3"}, "data": {"a": 1}})
     assert status == 400
     assert wrong_type["reason"] == "BadRequest"
@@ -466,7 +519,8 @@ def test_dependents_are_garbage_collected_with_their_owner(api: client.ApiClient
         },
     )
     core.delete_namespaced_service("web", namespace)
-    assert discovery.list_namespaced_endpoint_slice(namespace).items == []
+    # The garbage collector is asynchronous on a real server (about a second).
+    eventually(lambda: discovery.list_namespaced_endpoint_slice(namespace).items == [], "the EndpointSlice collected")
 
 
 # --- endpointslices and events ----------------------------------------------------------------------
@@ -540,14 +594,44 @@ def test_events_core_and_events_v1_share_storage(
     assert [(e.metadata.name, e.message, e.reporting_component) for e in listed.items] == [
         ("web.2", "no free IP", "l2lb.io/controller")
     ]
+    # Every Event passes the legacy rules first: without eventTime, the regarded object's namespace must
+    # be the Event's own; then events.k8s.io/v1 requires eventTime and a type.
     status, _, refused = raw(
         "POST",
         f"/apis/events.k8s.io/v1/namespaces/{namespace}/events",
         {"metadata": {"name": "web.3"}, "reason": "X"},
     )
     assert status == 422
-    assert "eventTime: Required value" in refused["message"]
-    assert "reportingController: Required value" in refused["message"]
+    assert refused["message"] == (
+        'Event "web.3" is invalid: [involvedObject.namespace: Invalid value: "": does not match event.namespace, '
+        'eventTime: Required value, type: Invalid value: "": has invalid value: ]'
+    )
+    # With eventTime, the reporting fields, action and reason are required (core/v1 says reportingComponent).
+    status, _, refused = raw(
+        "POST",
+        f"/apis/events.k8s.io/v1/namespaces/{namespace}/events",
+        {
+            "metadata": {"name": "web.4"},
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+            "type": "Normal",
+            "regarding": {"kind": "Service", "name": "web", "namespace": namespace},
+        },
+    )
+    assert status == 422
+    assert refused["message"].startswith('Event "web.4" is invalid: [reportingController: Required value, ')
+    assert refused["message"].endswith(
+        "reportingInstance: Required value, action: Required value, reason: Required value]"
+    )
+    # A core/v1 Event must name its object's namespace (unless it is in "default").
+    status, _, refused = raw(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/events",
+        {"metadata": {"name": "web.5"}, "involvedObject": {"kind": "Service", "name": "web"}, "reason": "X"},
+    )
+    assert status == 422
+    assert refused["message"] == (
+        'Event "web.5" is invalid: involvedObject.namespace: Invalid value: "": does not match event.namespace'
+    )
 
 
 # --- discovery and server-side apply ---------------------------------------------------------------
@@ -582,6 +666,7 @@ def test_discovery_documents(raw: Callable[..., Any]) -> None:
 
 
 def test_server_side_apply_creates_then_merges(raw: Callable[..., Any], namespace: str) -> None:
+    """A field manager owns what it applied: its next apply sets exactly its new configuration."""
     path = f"/api/v1/namespaces/{namespace}/configmaps/applied"
     body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"a": "1"}}
     status, _, refused = raw("PATCH", path, body, content_type="application/apply-patch+yaml")
@@ -590,10 +675,17 @@ def test_server_side_apply_creates_then_merges(raw: Callable[..., Any], namespac
     manager = [("fieldManager", "contract")]
     status, _, created = raw("PATCH", path, body, manager, content_type="application/apply-patch+yaml")
     assert (status, created["data"]) == (201, {"a": "1"})
+    # Another manager's apply merges with what "contract" applied...
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied"}, "data": {"o": "9"}}
+    status, _, merged = raw(
+        "PATCH", path, other, [("fieldManager", "other")], content_type="application/apply-patch+yaml"
+    )
+    assert (status, merged["data"]) == (200, {"a": "1", "o": "9"})
+    # ...while re-applying without "a" removes it: "contract" owned it and no longer sends it.
     body["data"] = {"b": "2"}
     status, _, merged = raw("PATCH", path, body, manager, content_type="application/apply-patch+yaml")
     assert status == 200
-    assert merged["data"] == {"a": "1", "b": "2"}
+    assert merged["data"] == {"b": "2", "o": "9"}
     status, _, preview = raw(
         "PATCH", path, {"data": {"c": "3"}}, [("dryRun", "All")], content_type="application/merge-patch+json"
     )

@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from contract_support import eventually
 from kubernetes import client, dynamic, watch
 
 GROUP, VERSION = "contract.l2lb.io", "v1alpha1"
@@ -73,7 +75,12 @@ def crd_body(plural: str, kind: str, scope: str, schema: dict[str, Any]) -> dict
         "spec": {
             "group": GROUP,
             "scope": scope,
-            "names": {"plural": plural, "singular": kind.lower(), "kind": kind, "shortNames": ["lbp"]},
+            "names": {
+                "plural": plural,
+                "singular": kind.lower(),
+                "kind": kind,
+                "shortNames": ["lbp"] if plural == POOLS else [],
+            },
             "versions": [
                 {
                     "name": VERSION,
@@ -98,13 +105,38 @@ def pool(object_name: str, /, **spec: Any) -> dict[str, Any]:
     }
 
 
+def wait_established(extensions: client.ApiextensionsV1Api, name: str, timeout: float = 10.0) -> dict[str, str]:
+    """Wait until a CRD is Established and its objects are served; return its conditions.
+
+    A real kube-apiserver establishes a CRD asynchronously (the create response has no conditions), and
+    its endpoint may still answer 404 for a moment after Established=True.
+    """
+    deadline = time.monotonic() + timeout
+    objects = client.CustomObjectsApi(extensions.api_client)
+    while True:
+        crd = extensions.read_custom_resource_definition(name)
+        conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+        if conditions.get("Established") == "True":
+            try:
+                objects.list_cluster_custom_object(crd.spec.group, crd.spec.versions[0].name, crd.spec.names.plural)
+                return conditions
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} not served after {timeout} s: {crd.status.conditions}")
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def crds(api: client.ApiClient) -> Iterator[client.CustomObjectsApi]:
     extensions = client.ApiextensionsV1Api(api)
-    created = extensions.create_custom_resource_definition(
-        crd_body(POOLS, "LoadBalancerIPPool", "Cluster", POOL_SCHEMA)
-    )
-    assert {c.type: c.status for c in created.status.conditions} == {"NamesAccepted": "True", "Established": "True"}
+    extensions.create_custom_resource_definition(crd_body(POOLS, "LoadBalancerIPPool", "Cluster", POOL_SCHEMA))
+    conditions = wait_established(extensions, f"{POOLS}.{GROUP}")
+    assert {k: conditions.get(k) for k in ("NamesAccepted", "Established")} == {
+        "NamesAccepted": "True",
+        "Established": "True",
+    }
     extensions.create_custom_resource_definition(
         crd_body(
             "l2announcementpolicies",
@@ -116,6 +148,7 @@ def crds(api: client.ApiClient) -> Iterator[client.CustomObjectsApi]:
             },
         )
     )
+    wait_established(extensions, f"l2announcementpolicies.{GROUP}")
     yield client.CustomObjectsApi(api)
     for plural in (POOLS, "l2announcementpolicies"):
         extensions.delete_custom_resource_definition(f"{plural}.{GROUP}")
@@ -200,7 +233,13 @@ def test_schema_violations_are_422_with_field_paths(crds: client.CustomObjectsAp
         ),
         "oneOf": (
             pool("bad-oneof", blocks=[{"start": "10.0.0.1"}]),
-            "spec.blocks[0] in body must validate one and only one schema (oneOf)",
+            '<nil>: Invalid value: "": "spec.blocks[0]" must validate one and only one schema (oneOf). '
+            "Found none valid, spec.blocks[0].cidr: Required value",
+        ),
+        "oneOf-both": (
+            pool("bad-oneof-2", blocks=[{"cidr": "10.0.0.0/8", "start": "10.0.0.1", "stop": "10.0.0.2"}]),
+            '<nil>: Invalid value: "": "spec.blocks[0]" must validate one and only one schema (oneOf). '
+            "Found 2 valid alternatives",
         ),
         "set": (pool("bad-set", tags=["a", "a"]), 'spec.tags[1]: Duplicate value: "a"'),
         "int-or-string": (pool("bad-ios", port=True), "spec.port in body must be of type integer,string"),
@@ -349,6 +388,7 @@ def test_deleting_a_crd_removes_its_objects_and_endpoints(api: client.ApiClient)
     extensions.create_custom_resource_definition(
         crd_body("ephemerals", "Ephemeral", "Cluster", {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
     )
+    wait_established(extensions, f"ephemerals.{GROUP}")
     objects.create_cluster_custom_object(
         GROUP,
         VERSION,
@@ -356,8 +396,20 @@ def test_deleting_a_crd_removes_its_objects_and_endpoints(api: client.ApiClient)
         {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Ephemeral", "metadata": {"name": "e"}},
     )
     extensions.delete_custom_resource_definition(f"ephemerals.{GROUP}")
+
+    # Asynchronous on a real server: the CRD's finalizer removes its objects, then the CRD and its
+    # endpoints go (404, as text "404 page not found" there).
+    def endpoint_gone() -> bool:
+        try:
+            objects.list_cluster_custom_object(GROUP, VERSION, "ephemerals")
+        except client.ApiException as exc:
+            assert exc.status == 404
+            return True
+        return False
+
+    eventually(endpoint_gone, "the ephemerals endpoint removed", timeout=60)
     with pytest.raises(client.ApiException) as caught:
-        objects.list_cluster_custom_object(GROUP, VERSION, "ephemerals")
+        extensions.read_custom_resource_definition(f"ephemerals.{GROUP}")
     assert caught.value.status == 404
 
 

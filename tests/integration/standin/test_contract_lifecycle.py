@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import urllib3
+from contract_support import STANDIN_ONLY
 from kubernetes import client, config, watch
 
 from k8s_standin import ApiServer
@@ -83,6 +84,7 @@ def test_watches_end_cleanly_when_the_server_stops(connect: Callable[..., client
         server.stop()
 
 
+@STANDIN_ONLY  # request counting: the real server has only aggregate metrics
 def test_request_counts_via_python_and_http(
     standin: ApiServer, api: client.ApiClient, raw: Callable[..., Any], namespace: str
 ) -> None:
