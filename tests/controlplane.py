@@ -44,11 +44,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from k8s_standin.certs import ensure_ca, issue_server_cert, write_kubeconfig
+from k8s_standin.certs import write_private as _write_private
 
 KUBE_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.7.3"
@@ -108,15 +108,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -124,48 +116,10 @@ def _pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
 
 def _make_certs(directory: Path, sans: Iterable[str]) -> None:
     """``ca.crt``/``ca.key`` and a serving pair ``apiserver.crt``/``apiserver.key`` signed by that CA."""
-    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "l2lb-test-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = []
-    for san in dict.fromkeys(sans):
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(san)))
-        except ValueError:
-            names.append(x509.DNSName(san))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=365))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (directory / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    _write_private(directory / "ca.key", _pem_key(ca_key))
-    (directory / "apiserver.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(directory / "apiserver.key", _pem_key(key))
+    ca_pem, ca_key_pem = ensure_ca(directory)
+    cert_pem, key_pem = issue_server_cert(ca_pem, ca_key_pem, sans)
+    (directory / "apiserver.crt").write_bytes(cert_pem)
+    _write_private(directory / "apiserver.key", key_pem)
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -335,29 +289,15 @@ class ControlPlane:
         user: str = "admin",
     ) -> Path:
         """A kubeconfig with the CA inlined and a bearer token (the admin token by default), mode 0600."""
-        context: dict[str, Any] = {"cluster": "l2lb", "user": user}
-        if namespace:
-            context["namespace"] = namespace
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "l2lb",
-                    "cluster": {
-                        "server": server_url or self.url,
-                        "certificate-authority-data": base64.b64encode(Path(self.ca_file).read_bytes()).decode(),
-                    },
-                }
-            ],
-            "users": [{"name": user, "user": {"token": token or self.admin_token}}],
-            "contexts": [{"name": "l2lb", "context": context}],
-            "current-context": "l2lb",
-            "preferences": {},
-        }
-        target = Path(path)
-        _write_private(target, yaml.safe_dump(config, sort_keys=False).encode())
-        return target
+        return write_kubeconfig(
+            path,
+            "l2lb",
+            server_url or self.url,
+            Path(self.ca_file).read_bytes(),
+            token or self.admin_token,
+            user,
+            namespace,
+        )
 
     def api_client(self, token: str | None = None) -> Any:
         """A ``kubernetes.client.ApiClient`` for this control plane (the admin token by default)."""

@@ -1,13 +1,17 @@
-"""A private CA and server certificates for the stand-in's HTTPS listener (``cryptography``, ECDSA P-256)."""
+"""A private CA, server certificates and kubeconfigs for the stand-in's HTTPS listener (``cryptography``,
+ECDSA P-256); ``tests/controlplane.py`` uses them for the real kube-apiserver too."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -114,3 +118,29 @@ def issue_server_cert(ca_cert_pem: bytes, ca_key_pem: bytes, sans: Iterable[str]
         .sign(ca_key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def write_kubeconfig(
+    path: str | Path, cluster: str, server: str, ca_pem: bytes, token: str, user: str, namespace: str | None
+) -> Path:
+    """A kubeconfig with the CA inlined and a bearer token, mode 0600."""
+    context: dict[str, Any] = {"cluster": cluster, "user": user}
+    if namespace:
+        context["namespace"] = namespace
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": cluster,
+                "cluster": {"server": server, "certificate-authority-data": base64.b64encode(ca_pem).decode()},
+            }
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": cluster, "context": context}],
+        "current-context": cluster,
+        "preferences": {},
+    }
+    target = Path(path)
+    write_private(target, yaml.safe_dump(config, sort_keys=False).encode())
+    return target

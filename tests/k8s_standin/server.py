@@ -29,9 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import yaml
-
-from .certs import ensure_ca, issue_server_cert, write_private
+from .certs import ensure_ca, issue_server_cert, write_kubeconfig, write_private
 from .cluster import Cluster, Request, Response, WatchStream
 
 log = logging.getLogger("k8s_standin")
@@ -348,31 +346,9 @@ class ApiServer:
         user: str = "admin",
     ) -> Path:
         """A kubeconfig with the CA inlined and a bearer token (the admin token by default), mode 0600."""
-        import base64
-
-        context: dict[str, Any] = {"cluster": "k8s-standin", "user": user}
-        if namespace:
-            context["namespace"] = namespace
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "k8s-standin",
-                    "cluster": {
-                        "server": server_url or self.url,
-                        "certificate-authority-data": base64.b64encode(self._ca_pem).decode(),
-                    },
-                }
-            ],
-            "users": [{"name": user, "user": {"token": token or self.admin_token}}],
-            "contexts": [{"name": "k8s-standin", "context": context}],
-            "current-context": "k8s-standin",
-            "preferences": {},
-        }
-        target = Path(path)
-        write_private(target, yaml.safe_dump(config, sort_keys=False).encode())
-        return target
+        return write_kubeconfig(
+            path, "k8s-standin", server_url or self.url, self._ca_pem, token or self.admin_token, user, namespace
+        )
 
     def add_token(self, token: str, user: str, groups: Iterable[str] = ()) -> None:
         """Accept another static bearer token for ``user`` (subject to RBAC unless in system:masters)."""
