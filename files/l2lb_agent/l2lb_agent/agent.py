@@ -245,11 +245,13 @@ class Agent:
             side.observer.grace()
             side.notify()
         # A watch that saw nothing since before the outage may hang on a connection the server has
-        # forgotten (a partition rather than a restart): start it over from a fresh list.
+        # forgotten (a partition rather than a restart): open it again from our resourceVersion. The
+        # cache is not in doubt, so no re-list: the server replays what we missed, or answers 410 Gone
+        # (a restarted kube-apiserver's fresh watch cache, a compacted etcd) and the informer re-lists.
         for informer in self.informers():
             stale = informer.last_event_at is None or informer.last_event_at < outage_start
             if stale and not informer.listing:
-                informer.restart_watch()
+                informer.restart_watch(relist=False)
 
     def _node_event(self, kind: str, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> None:
         """Our own Node object (field selector): deleted means this node is gone."""

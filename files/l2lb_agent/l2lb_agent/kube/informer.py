@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import random
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from ..logs import fields
@@ -19,6 +21,9 @@ from ..worker import Worker
 from .client import ApiError, KubeClient, Resource, _short, resource_version
 
 log = logging.getLogger(__name__)
+
+# What a watch connection that breaks mid-stream raises (a restarted or killed kube-apiserver, a reset).
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError)
 
 # kube-apiserver's watch cache sends every watcher a bookmark about once a minute; two missed in a row
 # (plus margin) on a connection that once had them means the stream is dead, not quiet.
@@ -129,6 +134,7 @@ class Informer(Worker):
         self._response: Any = None  # the urllib3 response of the watch being read
         self._response_lock = threading.Lock()
         self._restart = False
+        self._restart_relists = True
         self.listing = False  # a LIST is in flight: the cache is about to be fresh anyway
         self.last_event_at: float | None = None
         self.watch_started_at: float | None = None  # while a watch stream is open
@@ -168,11 +174,15 @@ class Informer(Worker):
         with self._lock:
             return self._items.get(key)
 
-    def restart_watch(self) -> None:
+    def restart_watch(self, relist: bool = True) -> None:
         """Drop the current watch stream (e.g. it looks stalled) and re-list, now.
 
         Shuts the stream's socket down, so a read blocked on a silent connection returns at once.
+        With ``relist=False`` the new watch resumes from our resourceVersion instead (a connection the
+        server may have forgotten, not a cache we doubt): the server replays what we missed, or says
+        410 Gone and we re-list then.
         """
+        self._restart_relists = relist or not self._rv
         self._restart = True
         self._poke()
 
@@ -250,7 +260,7 @@ class Informer(Worker):
                     backoff.reset()
                 if self._restart:
                     self._restart = False
-                    need_list = True
+                    need_list = self._restart_relists
                     self.kube.metrics.watch_restarts.labels(self.resource.plural, "restart").inc()
                 elif not events and time.monotonic() - started < 1.0 and not self._stopping.is_set():
                     # A stream that ends at once, again and again, must not spin.
@@ -258,7 +268,10 @@ class Informer(Worker):
             except ApiError as exc:
                 if self._stopping.is_set():
                     break
-                need_list = True
+                # As client-go's reflector: when the API did not answer (a restart, an outage), resume the
+                # watch from the resourceVersion we have — the server replays what we missed, or says 410
+                # Gone and we re-list then. A re-list after every blip would cost N lists per restart.
+                need_list = not (exc.unavailable and self._rv)
                 if exc.gone:
                     self.kube.metrics.watch_restarts.labels(self.resource.plural, "gone").inc()
                     continue
@@ -276,13 +289,15 @@ class Informer(Worker):
             except Exception as exc:
                 if self._stopping.is_set():
                     break
-                need_list = True
+                # A connection that broke mid-stream resumes like an unanswered request; anything else
+                # (a response we could not read as a watch) re-lists.
+                need_list = not (isinstance(exc, _TRANSPORT_ERRORS) and self._rv)
                 self.kube.error("watch", self.resource, exc)
                 self.kube.metrics.watch_restarts.labels(self.resource.plural, "error").inc()
                 delay = backoff.next()
                 log.log(
                     logging.DEBUG if failing else logging.WARNING,
-                    "watch stream broke; re-listing",
+                    "watch stream broke; " + ("re-listing" if need_list else "resuming the watch"),
                     extra=fields(resource=self.name, error=_short(exc), delay=round(delay, 2)),
                 )
                 failing = True
