@@ -60,7 +60,7 @@ lint: setup ## ruff, mypy, yamllint
 unit: setup ## fast unit tests (pure logic, no network)
 	$(PYTEST) tests/unit
 
-integration: setup ## tests with real processes, sockets, namespaces and the API stand-in
+integration: setup ## tests with real processes, sockets, namespaces, the real control plane and the API stand-in
 	$(PYTEST) tests/integration
 
 build: setup ## build the collection tarball and install it into a scratch path
@@ -104,7 +104,7 @@ lab: setup ## bring up the 3-node lab, run site.yml and verify.yml against it, p
 
 lab-image: setup ## build (or reuse) the cached lab node image (/var/cache/l2lb-lab)
 	$(LAB) image
-lab-up: setup ## bring up the lab (3 nspawn nodes, client netns, API stand-in), write inventory/lab/
+lab-up: setup ## bring up the lab (3 nspawn nodes, client netns, the real control plane), write inventory/lab/
 	$(LAB) up
 lab-down: ## stop and remove everything the lab created
 	$(PYTHON) tests/lab/lab.py down

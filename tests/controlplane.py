@@ -54,8 +54,10 @@ KUBE_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.7.3"
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-proxy", "kubectl")
 
-# Only 198.18.0.0/15 (benchmarking space) and loopback are ours to use on these machines.
-DEFAULT_SERVICE_CIDR = "198.18.240.0/20"  # as the stand-in and the lab have it
+# Only 198.18.0.0/15 and 2001:2::/48 (benchmarking space) and loopback are ours to use on these machines.
+# Dual stack, as users' clusters may be: IPv4 as the stand-in and the lab have it, and a /108 (the
+# largest IPv6 service range kube-apiserver accepts) so that IPv6 and dual-stack Services validate.
+DEFAULT_SERVICE_CIDR = "198.18.240.0/20,2001:2:0:ff::/108"
 # kube-apiserver refuses a loopback --advertise-address ("cannot use public IP 127.0.0.1 with endpoint
 # reconciler: ... may not be in the loopback range"). The address only goes into the endpoints of the
 # `kubernetes` Service; nothing listens on it (the API listens on 127.0.0.1). The lab passes its own.
@@ -469,7 +471,7 @@ class ControlPlane:
         pki = self.state_dir / "pki"
         self.log_dir.mkdir(exist_ok=True)
         pki.mkdir(exist_ok=True)
-        service_ip = str(next(ipaddress.ip_network(self.service_cidr).hosts()))
+        service_ip = str(next(ipaddress.ip_network(self.service_cidr.split(",")[0]).hosts()))
         sans = [
             "127.0.0.1",
             self.host,

@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""The l2lb lab: three systemd-nspawn nodes, a client network namespace and the Kubernetes API stand-in,
-joined by one bridge on 198.18.0.0/24, plus the Ansible inventory that drives them.
+"""The l2lb lab: three systemd-nspawn nodes, a client network namespace and a real Kubernetes control plane
+(etcd, kube-apiserver, kube-controller-manager from `make components`), joined by one bridge on
+198.18.0.0/24, plus the Ansible inventory that drives them.
 
     python tests/lab/lab.py image [--rebuild] [--prune]   build (or reuse) the cached node image
     python tests/lab/lab.py up [--recreate]               bring the lab up, write inventory/lab/
     python tests/lab/lab.py status [--json]               what is running; exit 0 up, 1 broken, 2 down
     python tests/lab/lab.py down                          stop and remove everything the lab created
+    python tests/lab/lab.py fault restart-apiserver|restart-etcd|compact-etcd   control-plane faults
 
 Runs as root on a host without systemd as PID 1. Everything it creates is named ``l2lb-lab*`` /
 ``l2lb-node*`` and uses 198.18.0.0/24 only; the nodes and the client have no default route, so nothing
@@ -550,50 +552,74 @@ def wait_node(node: Node, state: State, deadline: float) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# the API stand-in (tests/k8s_standin): HTTPS on the bridge address
+# the Kubernetes control plane: real etcd, kube-apiserver (HTTPS on the bridge address, port 6443) and
+# kube-controller-manager, built by `make components` (tests/controlplane.py starts them)
+
+# Started in this order, stopped in the reverse one (etcd last, so kube-apiserver shuts down cleanly).
+API_PROCS = ("api/etcd", "api/kube-apiserver", "api/kube-controller-manager")
 
 
-def start_api(state: State) -> Proc:
+def start_api(state: State) -> None:
+    """Bring the control plane up (each component waited for), register the nodes as kubelets would."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from controlplane import ControlPlane, ControlPlaneError
+
     api_dir = state.dir / "api"
-    api_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [lab_python(), "-m", "k8s_standin", "--listen", f"{BRIDGE_IP}:{API_PORT}", "--state-dir", str(api_dir)]
+    plane = ControlPlane(state_dir=api_dir, host=BRIDGE_IP, port=API_PORT, start_timeout=API_TIMEOUT)
+    try:
+        plane.start()
+    except ControlPlaneError as exc:
+        raise LabError(f"the control plane did not start: {exc}") from None
+    finally:
+        for name, pid in plane.pids().items():
+            if pid is not None:
+                state.set_proc(f"api/{name}", Proc.of(pid))
     for node in NODES:
-        cmd += ["--node", node.name]
-    env = dict(os.environ, PYTHONPATH=str(REPO / "tests"), PYTHONUNBUFFERED="1")
-    with open(state.dir / "api.log", "ab") as out:
-        popen = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    proc = Proc.of(popen.pid)
-    state.set_proc("api", proc)
-    return proc
-
-
-def wait_api(state: State, deadline: float) -> None:
-    api = state.proc("api")
-    assert api is not None
-    api_log = state.dir / "api.log"
-    while True:
-        match = re.search(r"^k8s-standin ready (\S+)", api_log.read_text(errors="replace"), re.MULTILINE)
-        if match:
-            break
-        api.reap()
-        if not api.alive():
-            raise LabError(f"the API stand-in exited; {api_log}:\n    {tail(api_log)}")
-        if time.monotonic() > deadline:
-            raise LabError(f"the API stand-in did not print its ready line; {api_log}:\n    {tail(api_log)}")
-        time.sleep(0.05)
-    api_dir = state.dir / "api"
-    missing = [name for name in ("ca.crt", "admin-token", "admin.kubeconfig") if not (api_dir / name).exists()]
-    if missing:
-        raise LabError(f"the API stand-in is ready but did not write {', '.join(missing)} in {api_dir}")
+        plane.add_node(node.name, addresses=[node.ip])
     state.data["api"] = {
-        "url": match.group(1),
-        "ca": str(api_dir / "ca.crt"),
+        "url": plane.url,
+        "ca": plane.ca_file,
         "token_file": str(api_dir / "admin-token"),
         "kubeconfig": str(api_dir / "admin.kubeconfig"),
+        "logs": str(plane.log_dir),
     }
     state.save()
+
+
+FAULTS = ("restart-apiserver", "restart-etcd", "compact-etcd")
+
+
+def api_fault(state_dir: Path, fault: str) -> None:
+    """Restart kube-apiserver or etcd of a running lab (same ports, certificates, data), or compact etcd."""
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root")
+    state = State(state_dir)
+    refuse_foreign_lab(state)
+    if health(state)[0] != "up":
+        raise LabError(f"the lab is not up (state {state_dir}); run `lab.py up` first")
+    sys.path.insert(0, str(REPO / "tests"))
+    from controlplane import ControlPlane, ControlPlaneError
+
+    started = time.monotonic()
+    try:
+        plane = ControlPlane.attach(state.dir / "api", start_timeout=API_TIMEOUT)
+    except ControlPlaneError as exc:
+        raise LabError(str(exc)) from None
+    try:
+        if fault == "restart-apiserver":
+            plane.restart_apiserver()
+        elif fault == "restart-etcd":
+            plane.restart_etcd()
+        else:
+            revision = plane.compact_etcd()
+            log(f"etcd compacted to revision {revision}")
+    except ControlPlaneError as exc:
+        raise LabError(f"{fault} failed: {exc}") from None
+    finally:
+        for name, pid in plane.pids().items():  # a restarted component has a new PID
+            if pid is not None and (proc := state.proc(f"api/{name}")) and proc.pid != pid:
+                state.set_proc(f"api/{name}", Proc.of(pid))
+    log(f"{fault}: done in {time.monotonic() - started:.1f}s; the API is ready")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -696,7 +722,7 @@ GROUP_VARS_TEMPLATE = """{header}
 # This is the whole l2lb model of the lab: what you write in group_vars for your own cluster. Copy it,
 # point the API settings at your cluster, and change the addresses, selectors and interfaces.
 
-# --- where the Kubernetes API is (here: the lab's API stand-in on the lab bridge) ---
+# --- where the Kubernetes API is (here: the lab's kube-apiserver on the lab bridge) ---
 l2lb_kubeconfig: {kubeconfig}  # admin credentials for the controller-side tasks
 l2lb_api_url: {url}  # what the agents on the nodes talk to
 l2lb_api_ca_file: {ca}  # CA that signed the API server certificate
@@ -756,7 +782,7 @@ def health(state: State) -> tuple[str, list[str]]:
             return "broken", [f"no lab state in {state.dir}, but found {', '.join(leftovers)}"]
         return "down", []
     problems = []
-    for key in ("api", *(f"{kind}/{n.name}" for kind in ("nspawn", "init") for n in NODES)):
+    for key in (*API_PROCS, *(f"{kind}/{n.name}" for kind in ("nspawn", "init") for n in NODES)):
         proc = state.proc(key)
         if proc is None or not proc.alive():
             problems.append(f"{key}: " + ("never started" if proc is None else f"process {proc.pid} is gone"))
@@ -824,7 +850,6 @@ def up(state_dir: Path, inventory_dir: Path, recreate: bool) -> None:
         deadline = time.monotonic() + BOOT_TIMEOUT
         for node in NODES:
             wait_node(node, state, deadline)
-        wait_api(state, time.monotonic() + API_TIMEOUT)
         check_lab(state)
         write_inventory(state, inventory_dir)
         state.data["phase"] = "up"
@@ -868,8 +893,10 @@ def down(state_dir: Path, inventory_dir: Path) -> None:
     problems: list[str] = []
     # SIGTERM to systemd-nspawn powers the container off cleanly (it forwards it as SIGRTMIN+3 to init).
     nspawns = [(f"nspawn/{n.name}", p) for n in NODES if (p := state.proc(f"nspawn/{n.name}"))]
-    api = [("api", p) for p in [state.proc("api")] if p]
+    api = [(key, p) for key in reversed(API_PROCS[1:]) if (p := state.proc(key))]
     survivors = stop_procs(nspawns + api, signal.SIGTERM, STOP_TIMEOUT)
+    etcd = [(key, p) for key in API_PROCS[:1] if (p := state.proc(key))]
+    survivors += stop_procs(etcd, signal.SIGTERM, STOP_TIMEOUT)
     if survivors:
         log(f"still running after {STOP_TIMEOUT:.0f}s, killing: {', '.join(key for key, _ in survivors)}")
         inits = [(f"init/{n.name}", p) for n in NODES if (p := state.proc(f"init/{n.name}"))]
@@ -923,8 +950,8 @@ def print_status(state: State, as_json: bool = False) -> int:
             f"init pid {info.get('init_pid', '-')}, systemd {systemd}, console {node.name}.console.log"
         )
     api = state.data.get("api", {})
-    api_proc = state.proc("api")
-    print(f"  api       {api.get('url', '-')} pid {api_proc.pid if api_proc else '-'}")
+    pids = ", ".join(f"{key[4:]} {p.pid}" for key in API_PROCS if (p := state.proc(key)))
+    print(f"  api       {api.get('url', '-')} (pids: {pids or '-'}), logs {api.get('logs', '-')}")
     print(f"  kubeconfig {api.get('kubeconfig', '-')}")
     inventory = state.data.get("inventory", {})
     if inventory:
@@ -946,6 +973,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status_cmd = sub.add_parser("status", help="show the lab; exit 0 up, 1 broken, 2 down")
     status_cmd.add_argument("--json", action="store_true")
     sub.add_parser("down", help="stop and remove everything the lab created")
+    fault_cmd = sub.add_parser("fault", help="restart kube-apiserver or etcd of the running lab, or compact etcd")
+    fault_cmd.add_argument("fault", choices=FAULTS)
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     inventory_dir = args.inventory_dir.resolve()
@@ -965,6 +994,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             up(state_dir, inventory_dir, args.recreate)
         elif args.command == "down":
             down(state_dir, inventory_dir)
+        elif args.command == "fault":
+            api_fault(state_dir, args.fault)
         else:
             return print_status(State(state_dir), as_json=args.json)
     except LabError as exc:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from lab_harness import Lab, lab, lab_up
 
 pytestmark = [pytest.mark.lab]
@@ -132,7 +133,6 @@ def test_api_is_reachable_from_inside_a_node(lab_up: Lab) -> None:
 
 
 def test_inventory_carries_the_model(lab_up: Lab) -> None:
-    yaml = pytest.importorskip("yaml")
     hosts = yaml.safe_load((lab_up.inventory_dir / "hosts.yml").read_text())
     nodes = hosts["all"]["children"]["l2lb_nodes"]
     assert nodes["vars"]["ansible_connection"] == "community.docker.nsenter"
@@ -165,7 +165,7 @@ def test_up_again_is_a_no_op(lab_up: Lab) -> None:
 
 def test_down_leaves_nothing(lab_up: Lab) -> None:
     procs = [lab.Proc(rec["pid"], rec["start"]) for rec in lab_up.state["procs"].values()]
-    assert len(procs) == 1 + 2 * len(lab.NODES)
+    assert len(procs) == len(lab.API_PROCS) + 2 * len(lab.NODES)
     image = lab_up.state["image"]
     started = time.monotonic()
     proc = lab_up.cli("down", timeout=120)
@@ -185,11 +185,11 @@ def test_down_leaves_nothing(lab_up: Lab) -> None:
     assert not list(lab_up.inventory_dir.rglob("*.yml"))
     for node in lab.NODES:
         assert not (lab.NSPAWN_RUN / "propagate" / node.name).exists()
-    # No process anywhere still runs a lab node or the lab's API stand-in.
+    # No process anywhere still runs a lab node or a part of the lab's control plane.
     for cmdline_path in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             cmdline = cmdline_path.read_bytes().split(b"\0")
         except OSError:
             continue
         assert not any(arg.startswith(b"--network-veth-extra=l2lb-lab") for arg in cmdline), cmdline
-        assert f"{lab.BRIDGE_IP}:{lab.API_PORT}".encode() not in cmdline, cmdline
+        assert not any(str(lab_up.state_dir).encode() in arg for arg in cmdline), cmdline

@@ -1,0 +1,36 @@
+"""Fixtures of the lab tests: one converged lab for the modules that break and mend it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from converged_lab import Converged
+from lab_harness import lab_up
+
+
+@pytest.fixture(scope="package")
+def converged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Converged]:
+    """The lab as `make lab` leaves it: site.yml and the demo Services applied, every Service served."""
+    base = tmp_path_factory.mktemp("converged")
+    with lab_up(base) as running:
+        for playbook in ("site.yml", "tests/lab/demo_services.yml"):
+            started = time.monotonic()
+            proc = running.playbook(playbook)
+            assert proc.returncode == 0, f"{playbook} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+            print(f"{playbook} took {time.monotonic() - started:.1f}s")
+        lab_ = Converged(running, base)
+        try:
+            lab_.wait_serving()
+            yield lab_
+        finally:
+            lab_.api.close()
+
+
+@pytest.fixture
+def lab_(converged: Converged) -> Iterator[Converged]:
+    """Every scenario starts from a serving lab and must leave one behind."""
+    converged.wait_serving()
+    yield converged
+    converged.wait_serving()

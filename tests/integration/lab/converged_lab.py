@@ -1,0 +1,233 @@
+"""The lab after site.yml and the demo Services (`make lab`'s state), shared by the modules that break it.
+
+One converged lab per test package (``converged`` in conftest.py): converging takes about two minutes, and
+every scenario starts from a serving lab and must leave one behind (``lab_``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubernetes import client, config
+from lab_harness import Lab, lab
+
+NAMESPACE = "default"
+ECHO = "lab-echo"
+ECHO_IP = "198.18.0.241"
+DEMO = ("lab-echo", "lab-dns-tcp", "lab-dns-udp")
+WORKERS = ("l2lb-node2", "l2lb-node3")
+WORKER_LABEL = "node-role.kubernetes.io/worker"
+ANNOUNCING_NODE = "l2lb.io/announcing-node"
+AGENT_PYTHON = "/opt/l2lb/venv/bin/python"
+DIAG_NS = "l2lb-diag"
+POLICY = ("l2lb.io", "v1alpha1", "l2announcementpolicies", "workers")
+NODE_BY_NAME = {node.name: node for node in lab.NODES}
+
+
+@dataclass
+class Report:
+    text: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.splitlines()
+
+    def row(self, service: str, ip: str = "") -> str:
+        """The table row of a service (and IP) and its diagnosis line, if any."""
+        for index, line in enumerate(self.lines):
+            cells = line.split()
+            if cells and cells[0] == service and (not ip or cells[1] == ip):
+                following = self.lines[index + 1] if index + 1 < len(self.lines) else ""
+                return line + ("\n" + following if following.lstrip().startswith("->") else "")
+        raise AssertionError(f"no row for {service} {ip} in the report:\n{self.text}")
+
+    def diagnosis(self, service: str, ip: str = "") -> str:
+        row = self.row(service, ip)
+        assert row.split("\n")[0].rstrip().endswith("FAIL"), f"{service} should FAIL:\n{self.text}"
+        return row.split("->", 1)[1].strip()
+
+
+class Converged:
+    """The lab after site.yml and the demo Services, with what the scenarios need to break and mend it."""
+
+    def __init__(self, running: Lab, workdir: Path) -> None:
+        self.lab = running
+        self.workdir = workdir
+        self.api = config.new_client_from_config(config_file=running.state["api"]["kubeconfig"])
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+        self.runs = 0
+
+    # -- verify.yml -----------------------------------------------------------------------------
+
+    def verify(self, namespace: str = NAMESPACE) -> Report:
+        self.runs += 1
+        report_file = self.workdir / f"report-{self.runs:02d}.txt"
+        proc = self.lab.playbook(
+            "verify.yml",
+            "-e",
+            "verify_fail_on_problems=false",
+            "-e",
+            f"verify_report_file={report_file}",
+            "-e",
+            f"verify_service_namespace={namespace}",
+            timeout=300,
+        )
+        assert proc.returncode == 0, f"verify.yml failed itself:\n{proc.stdout[-4000:]}\n{proc.stderr[-2000:]}"
+        report = Report(report_file.read_text())
+        print(f"\n{report.text}")
+        return report
+
+    # -- the API --------------------------------------------------------------------------------
+
+    def holder(self, name: str = ECHO, namespace: str = NAMESPACE) -> str:
+        service = self.core.read_namespaced_service(name, namespace)
+        return (service.metadata.annotations or {}).get(ANNOUNCING_NODE, "")
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            time.sleep(0.3)
+
+    def serving(self) -> bool:
+        """Every demo Service assigned to a worker and the echo IP's TCP answered by that worker."""
+        holders = {name: self.holder(name) for name in DEMO}
+        if not all(holder in WORKERS for holder in holders.values()):
+            return False
+        try:
+            return lab.echo_from_client(ECHO_IP, 80) == holders[ECHO]
+        except lab.LabError:
+            return False
+
+    def wait_serving(self, timeout: float = 45) -> None:
+        self.wait_for("the demo Services to be served by their assigned worker again", self.serving, timeout)
+
+    # -- the lab --------------------------------------------------------------------------------
+
+    def in_node(self, node: str, *cmd: str) -> str:
+        return self.lab.in_node(node, *cmd)
+
+    def other_worker(self, node: str) -> str:
+        return next(worker for worker in WORKERS if worker != node)
+
+    def forget_neighbour(self, ip: str) -> None:
+        """Drop the client's ARP cache entry so the next connection asks the wire again."""
+        lab.run(["ip", "-n", lab.CLIENT_NS, "neigh", "flush", "to", ip, "dev", lab.CLIENT_IF], check=False)
+
+    @contextmanager
+    def rogue_speaker(self, node: str, ip: str) -> Iterator[None]:
+        """The agent's own ARP responder, run by hand on ``node``, answering for ``ip`` (until stdin closes)."""
+        cmd = [AGENT_PYTHON, "-m", "l2lb_agent.speaker.runner", "--iface", "host0", "--ip", ip, "--control"]
+        proc = subprocess.Popen(
+            lab.in_node(self.lab.init_pid(node), cmd),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            assert '"ready"' in ready, f"rogue speaker on {node} did not start: {ready!r}"
+            yield
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()  # --control: end of input stops it cleanly
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            self.forget_neighbour(ip)
+
+    @contextmanager
+    def arp_dropped(self, node: str, ip: str) -> Iterator[None]:
+        """Drop the ARP frames ``node`` sends about ``ip`` where they enter the lab bridge (its veth port)."""
+        rule = ["FORWARD", "-i", NODE_BY_NAME[node].veth, "-p", "ARP", "--arp-ip-src", ip, "-j", "DROP"]
+        lab.run(["ebtables-nft", "-A", *rule])
+        try:
+            yield
+        finally:
+            lab.run(["ebtables-nft", "-D", *rule])
+            self.forget_neighbour(ip)
+
+    @contextmanager
+    def agents_frozen(self) -> Iterator[None]:
+        nodes = [node.name for node in lab.NODES]
+        try:
+            for node in nodes:
+                self.in_node(node, "systemctl", "kill", "--signal=SIGSTOP", "l2lb-agent.service")
+            yield
+        finally:
+            for node in nodes:
+                self.in_node(node, "systemctl", "kill", "--signal=SIGCONT", "l2lb-agent.service")
+
+
+# -- watching the Service IPs from the client while something breaks ---------------------------------
+
+PROBE_INTERVAL_MS = 50
+
+
+@dataclass
+class ArpRecord:
+    """What the client saw for one Service IP: every probe's send time and the MACs that answered it."""
+
+    ip: str
+    probes: list[tuple[float, list[str]]]
+
+    @property
+    def answered(self) -> list[float]:
+        return [sent for sent, macs in self.probes if macs]
+
+    def macs(self) -> set[str]:
+        return {mac for _, macs in self.probes for mac in macs}
+
+    def longest_silence(self) -> float:
+        """Seconds between two answered probes (or from the first probe / to the last one), the longest."""
+        if not self.probes:
+            return float("inf")
+        marks = [self.probes[0][0], *self.answered, self.probes[-1][0]]
+        return max(b - a for a, b in itertools.pairwise(marks))
+
+    def summary(self) -> str:
+        return (
+            f"{self.ip}: {len(self.answered)}/{len(self.probes)} probes answered, "
+            f"longest silence {self.longest_silence() * 1000:.0f} ms, MACs {sorted(self.macs())}"
+        )
+
+
+@contextmanager
+def arp_watch(ips: list[str], records: dict[str, ArpRecord]) -> Iterator[None]:
+    """Probe each IP from the client every 50 ms (tests/arpprobe.py) for the duration of the block."""
+    procs: dict[str, subprocess.Popen[str]] = {}
+    env_cmd = ["env", f"PYTHONPATH={lab.REPO / 'tests'}"]
+    try:
+        for ip in ips:
+            argv = [*env_cmd, lab.lab_python(), "-m", "arpprobe", "--iface", lab.CLIENT_IF, "--target", ip]
+            argv += ["--interval-ms", str(PROBE_INTERVAL_MS), "--stop-on-eof"]
+            proc = subprocess.Popen(
+                lab.in_client(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            procs[ip] = proc
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            assert '"ready"' in ready, f"arpprobe for {ip} did not start: {ready!r}"
+        yield
+    finally:
+        for ip, proc in procs.items():
+            out, _ = proc.communicate(input="", timeout=30)
+            probes = []
+            for line in out.splitlines():
+                event = json.loads(line)
+                if event.get("type") == "probe":
+                    probes.append((float(event["sent"]), [reply["mac"] for reply in event["replies"]]))
+            records[ip] = ArpRecord(ip, probes)
