@@ -182,7 +182,8 @@ class Informer(Worker):
         server may have forgotten, not a cache we doubt): the server replays what we missed, or says
         410 Gone and we re-list then.
         """
-        self._restart_relists = relist or not self._rv
+        # A re-list asked for and not yet done stays asked for.
+        self._restart_relists = relist or not self._rv or (self._restart and self._restart_relists)
         self._restart = True
         self._poke()
 
