@@ -30,6 +30,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -78,6 +79,11 @@ DEFAULT_CONTROLLERS = (
     "endpointslice-mirroring-controller",
     "service-cidr-controller",
 )
+
+
+_REQUEST_TOTAL = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "APPLY": "patch", "DELETE": "delete"}
 
 
 class ControlPlaneError(RuntimeError):
@@ -309,6 +315,25 @@ class ControlPlane:
         configuration.ssl_ca_cert = self.ca_file
         configuration.api_key = {"authorization": "Bearer " + (token or self.admin_token)}
         return client.ApiClient(configuration)
+
+    def request_counts(self) -> dict[tuple[str, str], int]:
+        """(verb, resource) -> requests kube-apiserver has served since it started, from its own
+        ``apiserver_request_total``; verbs as the stand-in's (create, update, patch, delete, get, list,
+        watch). Every client counts, kube-controller-manager too: compare before and after, per resource.
+        """
+        code, body = self._get(self.url + "/metrics", ssl.create_default_context(cafile=self.ca_file), self.admin_token)
+        if code != 200:
+            raise ControlPlaneError(f"kube-apiserver /metrics answered {code}: {body[:200]!r}")
+        counts: dict[tuple[str, str], int] = {}
+        for line in body.decode().splitlines():
+            match = _REQUEST_TOTAL.match(line)
+            if not match:
+                continue
+            labels = dict(_LABEL.findall(match["labels"]))
+            verb = _VERBS.get(labels.get("verb", ""), labels.get("verb", "").lower())
+            key = (verb, labels.get("resource", ""))
+            counts[key] = counts.get(key, 0) + int(float(match["value"]))
+        return counts
 
     def add_node(
         self, name: str, labels: dict[str, str] | None = None, addresses: Iterable[str] = ()
