@@ -272,7 +272,8 @@ class Informer(Worker):
                 # As client-go's reflector: when the API did not answer (a restart, an outage), resume the
                 # watch from the resourceVersion we have — the server replays what we missed, or says 410
                 # Gone and we re-list then. A re-list after every blip would cost N lists per restart.
-                need_list = not (exc.unavailable and self._rv)
+                # A re-list that failed is still owed.
+                need_list = need_list or not (exc.unavailable and self._rv)
                 if exc.gone:
                     self.kube.metrics.watch_restarts.labels(self.resource.plural, "gone").inc()
                     continue
@@ -292,7 +293,7 @@ class Informer(Worker):
                     break
                 # A connection that broke mid-stream resumes like an unanswered request; anything else
                 # (a response we could not read as a watch) re-lists.
-                need_list = not (isinstance(exc, _TRANSPORT_ERRORS) and self._rv)
+                need_list = need_list or not (isinstance(exc, _TRANSPORT_ERRORS) and self._rv)
                 self.kube.error("watch", self.resource, exc)
                 self.kube.metrics.watch_restarts.labels(self.resource.plural, "error").inc()
                 delay = backoff.next()
