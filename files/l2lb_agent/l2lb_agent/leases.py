@@ -29,8 +29,15 @@ from .model.contract import (  # noqa: F401  (re-exported for the agent's other 
 
 
 def micro_time(when: datetime | None = None) -> str:
-    """A Kubernetes MicroTime (RFC 3339 with microseconds, UTC)."""
-    return (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """A Kubernetes MicroTime (RFC 3339 with microseconds, UTC).
+
+    Never a whole second: the kubernetes client re-serializes the body's times with ``isoformat()``, which
+    drops a zero fraction, and kube-apiserver rejects a MicroTime without one (400) — one write in a million.
+    """
+    moment = when or datetime.now(UTC)
+    if moment.microsecond == 0:
+        moment = moment.replace(microsecond=1)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def lease_duration(lease: Mapping[str, Any], default: float = 2.0) -> float:
