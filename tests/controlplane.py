@@ -14,8 +14,13 @@ service-account tokens signed with one generated RSA key. Authorization: ``Node,
 manager runs only the controllers a cluster without kubelets needs (service accounts and their tokens,
 namespaces, the garbage collector, role aggregation, endpoints); never node-lifecycle or nodeipam.
 
-``restart_apiserver()``, ``restart_etcd()`` and ``compact_etcd()`` are for fault tests: the same ports,
-certificates, tokens and data survive a restart. ``add_node()`` registers a Node as a kubelet would.
+``restart_apiserver()`` (or ``stop_apiserver()`` ... ``start_apiserver()`` for an outage of chosen length),
+``restart_etcd()`` and ``compact_etcd()`` are for fault tests: the same ports, certificates, tokens and data
+survive a restart. ``add_node()`` registers a Node as a kubelet would.
+
+Who asked for what: kube-apiserver writes an audit log (level Metadata) that :class:`RequestCounter` reads,
+so a test counts the requests of one user (an agent, a playbook's kubeconfig) and not the controller
+manager's. ``request_counts()`` is kube-apiserver's own ``apiserver_request_total`` (every client).
 
 A component that does not come up raises :class:`ControlPlaneError` naming it, its log file and the log's
 last lines; everything already started is stopped (by PID: SIGTERM, then SIGKILL). Set
@@ -84,6 +89,14 @@ DEFAULT_CONTROLLERS = (
 _REQUEST_TOTAL = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "APPLY": "patch", "DELETE": "delete"}
+
+# Metadata is enough to count (user, verb, resource); no request or response bodies (no secrets) are logged.
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+"""
 
 
 class ControlPlaneError(RuntimeError):
@@ -279,6 +292,15 @@ class ControlPlane:
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    @property
+    def audit_log(self) -> Path:
+        """kube-apiserver's audit log (JSON lines, one per request stage); see :class:`RequestCounter`."""
+        return self.log_dir / "audit.log"
+
+    def counter(self, user: str | None = None) -> RequestCounter:
+        """A :class:`RequestCounter` of ``user``'s requests (any user's with None), counting from now."""
+        return RequestCounter(self.audit_log, user)
+
     def token(self, user: str) -> str:
         """The static bearer token of a test user given in ``users``."""
         return self._users[user][0]
@@ -468,11 +490,26 @@ class ControlPlane:
 
     def restart_apiserver(self) -> None:
         """Stop kube-apiserver (SIGTERM, as a real restart) and start it again on the same port."""
+        self.stop_apiserver()
+        self.start_apiserver()
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver (SIGTERM, then SIGKILL): an API outage until :meth:`start_apiserver`."""
         assert self._apiserver is not None
         self._apiserver.stop()
+
+    def start_apiserver(self) -> None:
+        """Start a stopped kube-apiserver again on the same port and data; returns once it is ready."""
+        assert self._apiserver is not None
+        if self._apiserver.exited() is None and self._apiserver.pid is not None:
+            return
         self._apiserver.start()
         self.save()
         self._wait_apiserver()
+
+    @property
+    def apiserver_running(self) -> bool:
+        return self._apiserver is not None and self._apiserver.pid is not None and self._apiserver.exited() is None
 
     def restart_etcd(self) -> None:
         """Stop etcd and start it again on its data; returns once kube-apiserver is ready again."""
@@ -520,6 +557,7 @@ class ControlPlane:
         self.controller_manager_port = free_port()
         self.write_kubeconfig(self.state_dir / "admin.kubeconfig")
         _write_private(self.state_dir / "admin-token", (self.admin_token + "\n").encode())
+        (self.state_dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
 
     def _start_etcd(self) -> None:
         peer = f"http://{self.local}:{self.etcd_peer_port}"
@@ -564,6 +602,10 @@ class ControlPlane:
             # kube-apiserver then hangs until --shutdown-timeout (60 s); with a grace period it ends them
             # and exits in about a second.
             "--shutdown-watch-termination-grace-period=2s",
+            f"--audit-policy-file={self.state_dir / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-mode=blocking",
+            "--audit-log-maxsize=0",
             "--v=1",
             *self.extra_apiserver_args,
         ]
@@ -659,3 +701,81 @@ class ControlPlane:
             return code == 200, f"{path}: {code}"
 
         self._wait(self._controller_manager, "ready (healthz and the default ServiceAccount)", check)
+
+
+class RequestCounter:
+    """Counts requests in kube-apiserver's audit log from the moment it was made (or last ``reset()``).
+
+    Keys are (verb, resource) as Kubernetes names them, with the subresource after a slash:
+    ``("update", "leases")``, ``("patch", "services/status")``, ``("watch", "services")``. A watch counts
+    once, when it starts (its ResponseStarted stage); every other request when it completes. ``user``
+    filters by the authenticated user name (``admin``, a test user, ``system:serviceaccount:ns:name``).
+    """
+
+    def __init__(self, audit_log: Path, user: str | None = None) -> None:
+        self.audit_log, self.user = audit_log, user
+        self._offset = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Count from now on."""
+        try:
+            self._offset = self.audit_log.stat().st_size
+        except FileNotFoundError:
+            self._offset = 0
+
+    def events(self) -> list[dict[str, Any]]:
+        """The audit events (one per counted request) since the last reset, of this counter's user."""
+        return self._parse(self._read()[0])
+
+    def take(self) -> dict[tuple[str, str], int]:
+        """Counts since the previous ``take()`` (or reset), then count from there: consecutive slices in
+        which nothing logged between two calls is lost or counted twice (``counts()`` then ``reset()`` could)."""
+        data, end = self._read()
+        self._offset = end
+        return _count(self._parse(data))
+
+    def _read(self) -> tuple[bytes, int]:
+        """The complete lines logged since the offset (a line being written waits for the next call)."""
+        try:
+            with self.audit_log.open("rb") as log:
+                log.seek(self._offset)
+                data = log.read()
+        except FileNotFoundError:
+            return b"", self._offset
+        data = data[: data.rfind(b"\n") + 1]
+        return data, self._offset + len(data)
+
+    def _parse(self, data: bytes) -> list[dict[str, Any]]:
+        events = []
+        for line in data.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            verb, stage = event.get("verb"), event.get("stage")
+            if stage != ("ResponseStarted" if verb == "watch" else "ResponseComplete"):
+                continue
+            if self.user is not None and (event.get("user") or {}).get("username") != self.user:
+                continue
+            events.append(event)
+        return events
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """(verb, resource) -> requests since the last reset."""
+        return _count(self.events())
+
+    def total(self) -> int:
+        return sum(self.counts().values())
+
+
+def _count(events: Iterable[dict[str, Any]]) -> dict[tuple[str, str], int]:
+    counts: dict[tuple[str, str], int] = {}
+    for event in events:
+        ref = event.get("objectRef") or {}
+        resource = ref.get("resource", "")
+        if ref.get("subresource"):
+            resource += "/" + ref["subresource"]
+        key = (str(event["verb"]), resource)
+        counts[key] = counts.get(key, 0) + 1
+    return counts

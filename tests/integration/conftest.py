@@ -1,7 +1,8 @@
 """Fixtures shared by the integration tests: one real control plane per pytest session.
 
-``control_plane`` lives here (not in ``realapi/``) so that ``realapi/`` and the stand-in's contract tests
-in ``standin/`` share the same session instance.
+``control_plane`` lives here (not in ``realapi/``) so that ``realapi/`` and the API contract tests in
+``contract/`` share the same session instance. Namespace helpers (settle, delete) are in
+``namespace_helpers.py`` next to this file.
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ import pytest
 
 from controlplane import ControlPlane
 
-# Test users with static tokens; RBAC gives them nothing until a test binds a role.
-TEST_USERS = [("alice", ["l2lb-testers"]), ("bob", ["l2lb-testers"])]
+# Test users with static tokens; RBAC gives them nothing until a test binds a role. carol and dave are
+# the contract tests' (their requests are counted in the audit log: no other test acts as them).
+TEST_USERS = [
+    ("alice", ["l2lb-testers"]),
+    ("bob", ["l2lb-testers"]),
+    ("carol", ["l2lb-testers"]),
+    ("dave", ["l2lb-testers"]),
+]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,6 @@
-"""Helpers for the agent runtime tests: polling, a fake ARP responder, an API client, hand-written heartbeats."""
+"""Helpers for the agent runtime tests: polling, a fake ARP responder, an API client, hand-written heartbeats.
+
+The API is a real kube-apiserver (``tests/controlplane.py``); requests are counted per user (audit log)."""
 
 from __future__ import annotations
 
@@ -11,8 +13,9 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes import config as kube_config
+from stallproxy import StallProxy
 
-from k8s_standin import ApiServer
+from controlplane import ControlPlane, RequestCounter
 from l2lb_agent.agent import Agent
 from l2lb_agent.config import LeaseTiming
 from l2lb_agent.controller.types import InterfaceInfo
@@ -29,6 +32,9 @@ from l2lb_agent.model.render import (
 )
 
 NAMESPACE = "l2lb-system"
+# The agents under test authenticate as this static-token user, so their requests can be counted apart
+# from the test's own (admin) and kube-controller-manager's.
+AGENT_USER = "l2lb-test-agent"
 ETH0 = InterfaceInfo("eth0", "02:00:00:00:00:01", True, ("198.18.0.0/24",))
 WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
@@ -81,24 +87,71 @@ class FakeResponder:
 
 
 class Kube:
-    """The test's own view of the API (admin credentials): arrange objects, read them back as dicts."""
+    """The test's own view of the API (admin credentials): arrange objects, read them back as dicts.
 
-    def __init__(self, api: ApiServer, kubeconfig: Path) -> None:
+    ``api`` is the control plane (stop/start kube-apiserver, add Nodes); ``counter`` counts the requests of
+    ``agent_user`` (``reset()``, ``counts()``); ``proxy`` (if the agents reach the API through one) stalls
+    their watches.
+    """
+
+    def __init__(
+        self,
+        api: ControlPlane,
+        kubeconfig: Path,
+        *,
+        agent_user: str = AGENT_USER,
+        proxy: StallProxy | None = None,
+    ) -> None:
         self.api = api
+        self.proxy = proxy
+        self.counter: RequestCounter = api.counter(agent_user)
         self.client = kube_config.new_client_from_config(config_file=str(kubeconfig))
         self.core = client.CoreV1Api(self.client)
         self.coordination = client.CoordinationV1Api(self.client)
         self.custom = client.CustomObjectsApi(self.client)
         self.extensions = client.ApiextensionsV1Api(self.client)
 
+    def stall_watches(self, resource: str) -> int:
+        """The agents' open watches of ``resource`` go silent (see :class:`StallProxy`); how many."""
+        assert self.proxy is not None, "the agents do not reach the API through the stall proxy"
+        return self.proxy.stall_watches(resource)
+
     @staticmethod
     def _json(response: Any) -> dict[str, Any]:
         return json.loads(response.data)
 
     def setup(self) -> None:
+        """The agents' namespace and our CRDs, established (served) before anything uses them."""
         self.core.create_namespace({"metadata": {"name": NAMESPACE}})
+        names = []
         for crd in crd_manifests():
             self.extensions.create_custom_resource_definition(crd)
+            names.append(crd["metadata"]["name"])
+        for name in names:
+            eventually(lambda name=name: self._established(name), 30.0, 0.1, what=f"CRD {name} established")
+
+    def _established(self, name: str) -> bool:
+        crd = self.extensions.read_custom_resource_definition(name)
+        return any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or []))
+
+    def clean(self) -> None:
+        """Remove what a test may have made: Services and EndpointSlices in default (not the API's own
+        ``kubernetes`` Service), Events, Leases and assignments in l2lb-system, pools, policies and Nodes."""
+        if not self.api.apiserver_running:
+            self.api.start_apiserver()
+        for service in self.core.list_namespaced_service("default").items:
+            if service.metadata.name != "kubernetes":
+                self.core.delete_namespaced_service(service.metadata.name, "default")
+        client.DiscoveryV1Api(self.client).delete_collection_namespaced_endpoint_slice(
+            "default", label_selector="kubernetes.io/service-name!=kubernetes"
+        )
+        self.core.delete_collection_namespaced_event("default")
+        self.coordination.delete_collection_namespaced_lease(NAMESPACE)
+        self.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "l2assignments")
+        self.custom.delete_collection_cluster_custom_object(GROUP, VERSION, POOL_PLURAL)
+        self.custom.delete_collection_cluster_custom_object(GROUP, VERSION, POLICY_PLURAL)
+        self.core.delete_collection_node()
+        self.counter.reset()
 
     # -- pools and policies --
 

@@ -1,9 +1,14 @@
-"""Agents in-process against the Kubernetes API stand-in: no network namespaces, no ARP on the wire.
+"""Agents in-process against a real kube-apiserver: no network namespaces, no ARP on the wire.
 
-Each test gets a fresh stand-in (``api``), a client for arranging objects (``kube``) and
-``start_agent(node, ...)``, which runs a whole agent (heartbeat, election, controller, speaker glue)
-in this process with the ARP speaker replaced by a fake responder and the interface facts injected,
-so the tests exercise everything but the wire. Agents left running are crashed afterwards.
+One control plane (etcd, kube-apiserver, kube-controller-manager) serves the whole folder, with our CRDs
+and the l2lb-system namespace; before each test ``kube.clean()`` removes what the test before it made. The
+agents reach the API through a :class:`StallProxy` (a TLS relay that can make their watches go silent) and
+authenticate as their own user (``AGENT_USER``), so ``kube.counter`` counts only their requests.
+
+Each test gets a client for arranging objects (``kube``) and ``start_agent(node, ...)``, which runs a
+whole agent (heartbeat, election, controller, speaker glue) in this process with the ARP speaker replaced
+by a fake responder and the interface facts injected, so the tests exercise everything but the wire.
+Agents left running are crashed afterwards.
 """
 
 from __future__ import annotations
@@ -13,30 +18,40 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_harness import ETH0, FakeResponder, Kube, eventually
+from agent_harness import AGENT_USER, ETH0, FakeResponder, Kube, eventually
+from stallproxy import StallProxy
 
-from k8s_standin import ApiServer
+from controlplane import ControlPlane
 from l2lb_agent.agent import Agent
 from l2lb_agent.config import parse_config
 from l2lb_agent.controller.types import InterfaceInfo
 
 
-@pytest.fixture
-def api(tmp_path: Path) -> Iterator[ApiServer]:
-    server = ApiServer(state_dir=tmp_path / "standin").start()
-    yield server
-    server.stop()
+@pytest.fixture(scope="package")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """The folder's control plane, with our namespace and CRDs in place."""
+    with ControlPlane(users=[(AGENT_USER, ["system:masters"])]) as control_plane:
+        admin = control_plane.write_kubeconfig(tmp_path_factory.mktemp("plane") / "admin.kubeconfig")
+        Kube(control_plane, admin).setup()
+        yield control_plane
+
+
+@pytest.fixture(scope="package")
+def proxy(plane: ControlPlane) -> Iterator[StallProxy]:
+    with StallProxy((plane.host, plane.port), plane.state_dir / "pki") as relay:
+        yield relay
 
 
 @pytest.fixture
-def kubeconfig(api: ApiServer, tmp_path: Path) -> Path:
-    return api.write_kubeconfig(tmp_path / "kubeconfig")
+def kubeconfig(plane: ControlPlane, proxy: StallProxy, tmp_path: Path) -> Path:
+    """The agents' kubeconfig: their own user, through the stall proxy."""
+    return plane.write_kubeconfig(tmp_path / "kubeconfig", plane.token(AGENT_USER), server_url=proxy.url)
 
 
 @pytest.fixture
-def kube(api: ApiServer, kubeconfig: Path) -> Kube:
-    k = Kube(api, kubeconfig)
-    k.setup()
+def kube(plane: ControlPlane, proxy: StallProxy, tmp_path: Path) -> Kube:
+    k = Kube(plane, plane.write_kubeconfig(tmp_path / "admin.kubeconfig"), proxy=proxy)
+    k.clean()
     return k
 
 
@@ -67,7 +82,10 @@ def start_agent(kube: Kube, kubeconfig: Path) -> Iterator[Callable[..., Agent]]:
         agents.append(agent)
         agent.start()
         if wait:
-            eventually(lambda: agent.health()[0], 10.0, what=f"agent {node} healthy")
+            try:
+                eventually(lambda: agent.health()[0], 10.0, what=f"agent {node} healthy")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {agent.health()}") from None
         return agent
 
     yield start

@@ -127,7 +127,7 @@ def test_node_whose_lease_stops_changing_is_dead_after_the_lease_duration(
     ghost = FakeNode(kube, "ghost")
     stop = threading.Event()
     # The ghost's clock is 30 s behind: renewTime always 30 s in the past, but the lease keeps changing.
-    skewed = "2020-01-01T00:00:00.000000Z"
+    skewed = "2020-01-01T00:00:00.000001Z"
     ghost.beat(skewed)
     beating = ghost.keep_beating(stop, interval=0.3, renew_time=skewed)
     try:
@@ -170,9 +170,9 @@ def test_after_an_api_outage_every_node_gets_a_fresh_grace_period(
     beating = ghost.keep_beating(stop, interval=0.3)
     try:
         on_ghost = _two_services_one_on_fake_node(kube, start_agent, ghost)
-        kube.api.stop()  # nobody renews anything for 1.5 lease durations
+        kube.api.stop_apiserver()  # nobody renews anything for 1.5 lease durations
         time.sleep(3.0)
-        kube.api.start()
+        kube.api.start_apiserver()
         # The ghost renews again within 0.3 s; judged from the stale pre-outage view it would be dead.
         deadline = time.monotonic() + 2.5
         while time.monotonic() < deadline:
@@ -270,14 +270,14 @@ def test_steady_state_writes_do_not_depend_on_the_number_of_services(
         names = [f"svc-{services}-{i}" for i in range(services)]
         eventually(lambda: all(kube.annotation(n, NODE) for n in names), timeout=10.0, what="all announced")
         time.sleep(0.5)  # let the last writes and their watch events settle
-        kube.api.reset_counts()
+        kube.counter.reset()
         time.sleep(5.0)
-        return writes(kube.api.request_counts())
+        return writes(kube.counter.counts())
 
     expected = (len(agents) + 1) / 0.5 * 5.0  # N heartbeats + the controller lease, every 0.5 s, for 5 s
     few = idle_writes(5)
     many = idle_writes(40)
     assert abs(few - expected) <= 4, f"{few} writes with 5 Services, expected about {expected:.0f}"
     assert abs(many - expected) <= 4, f"{many} writes with 45 Services, expected about {expected:.0f}"
-    counts = kube.api.request_counts()
+    counts = kube.counter.counts()
     assert not [k for k in counts if k[0] in ("patch", "create") or k[1].startswith("services")], counts

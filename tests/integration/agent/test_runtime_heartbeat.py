@@ -28,13 +28,13 @@ def test_heartbeat_lease_is_created_and_renewed_every_half_second(
     assert "l2lb.io/draining" not in annotations
 
     # Count the renewals over a 3 s window: the only lease writer here is this heartbeat.
-    kube.api.reset_counts()
+    kube.counter.reset()
     before = agent.heartbeat.writes
     time.sleep(3.0)
-    updates = kube.api.request_counts().get(("update", "leases"), 0)
+    updates = kube.counter.counts().get(("update", "leases"), 0)
     assert 5 <= updates <= 7, f"{updates} lease updates in 3 s, expected about 6"
     assert agent.heartbeat.writes - before == updates
-    assert kube.api.request_counts().get(("get", "leases"), 0) == 0, "no read before each write"
+    assert kube.counter.counts().get(("get", "leases"), 0) == 0, "no read before each write"
 
 
 def test_interface_change_is_published_at_once(kube: Kube, start_agent: Callable[..., Agent]) -> None:

@@ -64,14 +64,14 @@ def test_fail_static_keeps_announcing_through_an_api_outage(kube: Kube, start_ag
     status, body = _healthz(agent)
     assert status == 200 and body.startswith("ok:")
     history = len(fake.history)
-    kube.api.stop()
+    kube.api.stop_apiserver()
     try:
         time.sleep(3.0)  # longer than every lease duration
         assert fake.ips() == {"198.18.10.1"}
         status, body = eventually(lambda: (s := _healthz(agent)) and "fail-static" in s[1] and s, what="fail-static")
         assert status == 200, body
     finally:
-        kube.api.start()
+        kube.api.start_apiserver()
     eventually(lambda: _healthz(agent)[1].startswith("ok:"), timeout=5.0, what="healthy again")
     time.sleep(1.0)
     assert all(assignments == {"198.18.10.1": ["eth0"]} for _, assignments in fake.history[history:]), (
@@ -95,7 +95,7 @@ def test_conflict_with_the_api_unreachable_withdraws_the_ip(kube: Kube, start_ag
     (agent,) = _one_service(kube, start_agent)
     fake = responder(agent)
     eventually(lambda: fake.ips() == {"198.18.10.1"})
-    kube.api.stop()
+    kube.api.stop_apiserver()
     try:
         raised = time.monotonic()
         fake.on_conflict("198.18.10.1", "eth0", OTHER_MAC)
@@ -103,7 +103,7 @@ def test_conflict_with_the_api_unreachable_withdraws_the_ip(kube: Kube, start_ag
         assert time.monotonic() - raised < 1.5
         assert agent.metrics.value("l2lb_fence_withdrawals_total") == 1
     finally:
-        kube.api.start()
+        kube.api.start_apiserver()
     # Once the API answers again and says the IP is ours, we answer again.
     eventually(lambda: fake.ips() == {"198.18.10.1"}, timeout=5.0, what="IP back after the API confirmed it")
 

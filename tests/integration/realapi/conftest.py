@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client
+from namespace_helpers import delete_namespace
 
 from controlplane import ControlPlane
 
@@ -33,18 +34,14 @@ def namespace(core: client.CoreV1Api) -> Iterator[str]:
     """A fresh namespace, deleted (the namespace controller empties it) after the test."""
     name = _fresh_namespace(core)
     yield name
-    try:
-        core.delete_namespace(name)
-    except client.ApiException as exc:
-        if exc.status != 404:
-            raise
+    delete_namespace(core, name)
 
 
 @pytest.fixture
 def other_namespace(core: client.CoreV1Api) -> Iterator[str]:
     name = _fresh_namespace(core)
     yield name
-    core.delete_namespace(name)
+    delete_namespace(core, name)
 
 
 @pytest.fixture

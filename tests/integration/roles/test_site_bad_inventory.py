@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import yaml
 from ansible_runs import run_playbook
 from kubernetes import client
+from namespace_helpers import settle_namespaces
 
 from controlplane import ControlPlane
 
@@ -64,29 +64,10 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A real control plane of this module's own, so that no other test's writes are counted."""
     with ControlPlane(state_dir=tmp_path_factory.mktemp("controlplane")) as plane:
         plane.add_node("node1")
-        _settle(plane)
+        # What kube-controller-manager writes into every new namespace must not be counted as ours.
+        with plane.api_client() as api_client:
+            settle_namespaces(client.CoreV1Api(api_client))
         yield plane
-
-
-def _settle(plane: ControlPlane, timeout: float = 30.0) -> None:
-    """Wait until kube-controller-manager has written what a new cluster gets (a ``kube-root-ca.crt``
-    ConfigMap and a ``default`` ServiceAccount in every namespace), so those writes are not counted."""
-    with plane.api_client() as api_client:
-        core = client.CoreV1Api(api_client)
-        deadline = time.monotonic() + timeout
-        while True:
-            namespaces = [ns.metadata.name for ns in core.list_namespace().items]
-            missing = [
-                ns
-                for ns in namespaces
-                if not core.list_namespaced_config_map(ns, field_selector="metadata.name=kube-root-ca.crt").items
-                or not core.list_namespaced_service_account(ns, field_selector="metadata.name=default").items
-            ]
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"kube-controller-manager did not settle in {timeout:.0f}s: {missing}")
-            time.sleep(0.2)
 
 
 def _writes(api: ControlPlane) -> dict[tuple[str, str], int]:

@@ -1,4 +1,4 @@
-"""Contract: core/v1, discovery.k8s.io and events APIs of the stand-in behave like kube-apiserver's."""
+"""Contract: what the project relies on kube-apiserver's core/v1, discovery.k8s.io and events APIs doing."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from contract_support import eventually
 from kubernetes import client
 
-from k8s_standin import ApiServer
+from controlplane import ControlPlane
 
 
 def status_of(exc: client.ApiException) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def status_of(exc: client.ApiException) -> dict[str, Any]:
     return body
 
 
-def raw_get(server: ApiServer, path: str, token: str | None) -> tuple[int, dict[str, Any] | str]:
+def raw_get(server: ControlPlane, path: str, token: str | None) -> tuple[int, dict[str, Any] | str]:
     context = ssl.create_default_context(cafile=server.ca_file)
     request = urllib.request.Request(server.url + path)
     if token:
@@ -54,11 +54,11 @@ def lb_service(name: str, **spec: Any) -> dict[str, Any]:
 
 
 def test_no_token_is_anonymous_and_forbidden_a_wrong_token_is_401(
-    standin: ApiServer, client_for: Callable[[str], client.ApiClient]
+    server: ControlPlane, client_for: Callable[[str], client.ApiClient]
 ) -> None:
     # Without a token a request is system:anonymous (--anonymous-auth=true, the default), which RBAC
     # allows only the public-info paths (see test_health_and_version_need_no_token).
-    code, body = raw_get(standin, "/api/v1/namespaces", None)
+    code, body = raw_get(server, "/api/v1/namespaces", None)
     assert code == 403
     assert isinstance(body, dict)
     assert (body["kind"], body["reason"], body["code"]) == ("Status", "Forbidden", 403)
@@ -66,7 +66,7 @@ def test_no_token_is_anonymous_and_forbidden_a_wrong_token_is_401(
         'namespaces is forbidden: User "system:anonymous" cannot list resource "namespaces" in API group "" '
         "at the cluster scope"
     )
-    code, body = raw_get(standin, "/apis", None)
+    code, body = raw_get(server, "/apis", None)
     assert code == 403
     assert isinstance(body, dict)
     assert body["message"] == 'forbidden: User "system:anonymous" cannot get path "/apis"'
@@ -78,9 +78,9 @@ def test_no_token_is_anonymous_and_forbidden_a_wrong_token_is_401(
     assert status_of(caught.value)["reason"] == "Unauthorized"
 
 
-def test_health_and_version_need_no_token(standin: ApiServer) -> None:
-    assert raw_get(standin, "/healthz", None) == (200, "ok")
-    code, version = raw_get(standin, "/version", None)
+def test_health_and_version_need_no_token(server: ControlPlane) -> None:
+    assert raw_get(server, "/healthz", None) == (200, "ok")
+    code, version = raw_get(server, "/version", None)
     assert code == 200
     assert isinstance(version, dict)
     assert version["major"] == "1"
@@ -116,8 +116,8 @@ def test_namespace_lifecycle(core: client.CoreV1Api) -> None:
     deleted = core.delete_namespace(name)
     assert deleted["status"]["phase"] == "Terminating"
 
-    # The namespace controller empties the namespace, then removes it: a real server takes seconds, and
-    # until then the namespace reads as Terminating.
+    # The namespace controller empties the namespace, then removes it: that takes seconds, and until
+    # then the namespace reads as Terminating.
     def gone_or_terminating() -> bool | None:
         try:
             phase = core.read_namespace(name).status.phase
@@ -361,7 +361,7 @@ def test_json_patch(core: client.CoreV1Api, namespace: str) -> None:
 
 
 def test_label_selectors(core: client.CoreV1Api, namespace: str) -> None:
-    # Every ConfigMap here carries "set=selectors": a real server adds kube-root-ca.crt to each namespace.
+    # Every ConfigMap here carries "set=selectors": kube-root-ca.crt is in every namespace as well.
     labels = {"a": {"tier": "web", "env": "prod"}, "b": {"tier": "web", "env": "dev"}, "c": {"tier": "db"}, "d": {}}
     for name, label_set in labels.items():
         core.create_namespaced_config_map(
@@ -403,8 +403,8 @@ def test_field_selectors_and_cross_namespace_lists(core: client.CoreV1Api, names
 def test_list_pagination(core: client.CoreV1Api, namespace: str) -> None:
     for i in range(5):
         core.create_namespaced_config_map(namespace, {"metadata": {"name": f"cm-{i}", "labels": {"set": "pages"}}})
-    # Without a selector: every ConfigMap of the namespace (on a real server kube-root-ca.crt as well,
-    # which the namespace fixture waited for), with the count of those not yet returned.
+    # Without a selector: every ConfigMap of the namespace (kube-root-ca.crt as well, which the namespace
+    # fixture waited for), with the count of those not yet returned.
     everything = [c.metadata.name for c in core.list_namespaced_config_map(namespace).items]
     assert set(everything) - {"kube-root-ca.crt"} == {f"cm-{i}" for i in range(5)}
     page = core.list_namespaced_config_map(namespace, limit=2)
@@ -429,7 +429,7 @@ def test_list_pagination(core: client.CoreV1Api, namespace: str) -> None:
 # --- nodes, secrets, service accounts ---------------------------------------------------------------
 
 
-def test_precreated_nodes_and_node_status(core: client.CoreV1Api) -> None:
+def test_registered_nodes_and_node_status(core: client.CoreV1Api) -> None:
     nodes = {n.metadata.name: n for n in core.list_node().items}
     assert {"node-a", "node-b"} <= set(nodes)
     ready = {c.type: c.status for c in nodes["node-a"].status.conditions}
@@ -519,7 +519,7 @@ def test_dependents_are_garbage_collected_with_their_owner(api: client.ApiClient
         },
     )
     core.delete_namespaced_service("web", namespace)
-    # The garbage collector is asynchronous on a real server (about a second).
+    # The garbage collector is asynchronous (about a second).
     eventually(lambda: discovery.list_namespaced_endpoint_slice(namespace).items == [], "the EndpointSlice collected")
 
 

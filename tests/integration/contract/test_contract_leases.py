@@ -8,10 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from contract_support import STANDIN_ONLY
 from kubernetes import client
 
-from k8s_standin import ApiServer
+from controlplane import ControlPlane
 
 
 def lease_body(name: str, holder: str, duration: int = 2) -> dict[str, object]:
@@ -88,20 +87,23 @@ def test_lease_validation(api: client.ApiClient, namespace: str) -> None:
     )
 
 
-@STANDIN_ONLY  # request counting: the real server has only aggregate metrics
-def test_heartbeat_writes_are_counted(standin: ApiServer, api: client.ApiClient, namespace: str) -> None:
-    leases = client.CoordinationV1Api(api)
+def test_heartbeat_requests_are_counted_per_user(
+    server: ControlPlane, user_client: Callable[[str], client.ApiClient], namespace: str
+) -> None:
+    """A heartbeat's reads and writes, as kube-apiserver's audit log records them for the user who made
+    them (an agent's ServiceAccount in production; the test user carol here)."""
+    leases = client.CoordinationV1Api(user_client("carol"))
     leases.create_namespaced_lease(namespace, lease_body("l2lb-node-a", "node-a"))
-    standin.reset_counts()
+    counter = server.counter("carol")
     for _ in range(3):
         current = leases.read_namespaced_lease("l2lb-node-a", namespace)
         current.spec.renew_time = datetime.datetime.now(datetime.UTC)
         leases.replace_namespaced_lease("l2lb-node-a", namespace, current)
     leases.patch_namespaced_lease("l2lb-node-a", namespace, {"metadata": {"annotations": {"l2lb.io/interfaces": "[]"}}})
     leases.list_namespaced_lease(namespace)
-    counts = standin.request_counts()
-    assert counts[("get", "leases")] == 3
-    assert counts[("update", "leases")] == 3
-    assert counts[("patch", "leases")] == 1
-    assert counts[("list", "leases")] == 1
-    assert sum(counts.values()) == 8
+    expected = {("get", "leases"): 3, ("update", "leases"): 3, ("patch", "leases"): 1, ("list", "leases"): 1}
+    assert counter.counts() == expected
+    assert counter.total() == 8
+    assert {(e["objectRef"]["namespace"], e["objectRef"]["apiGroup"]) for e in counter.events()} == {
+        (namespace, "coordination.k8s.io")
+    }

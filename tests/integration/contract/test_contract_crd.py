@@ -1,4 +1,4 @@
-"""Contract: CRDs register at once and their objects are pruned, defaulted and validated like on a real API."""
+"""Contract: CRDs become Established, and kube-apiserver prunes, defaults and validates their objects."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ def pool(object_name: str, /, **spec: Any) -> dict[str, Any]:
 def wait_established(extensions: client.ApiextensionsV1Api, name: str, timeout: float = 10.0) -> dict[str, str]:
     """Wait until a CRD is Established and its objects are served; return its conditions.
 
-    A real kube-apiserver establishes a CRD asynchronously (the create response has no conditions), and
+    kube-apiserver establishes a CRD asynchronously (the create response has no conditions), and
     its endpoint may still answer 404 for a moment after Established=True.
     """
     deadline = time.monotonic() + timeout
@@ -397,8 +397,8 @@ def test_deleting_a_crd_removes_its_objects_and_endpoints(api: client.ApiClient)
     )
     extensions.delete_custom_resource_definition(f"ephemerals.{GROUP}")
 
-    # Asynchronous on a real server: the CRD's finalizer removes its objects, then the CRD and its
-    # endpoints go (404, as text "404 page not found" there).
+    # Asynchronous: the CRD's finalizer removes its objects, then the CRD and its endpoints go (404, as
+    # text "404 page not found").
     def endpoint_gone() -> bool:
         try:
             objects.list_cluster_custom_object(GROUP, VERSION, "ephemerals")

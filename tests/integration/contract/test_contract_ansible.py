@@ -1,4 +1,4 @@
-"""Contract: the kubernetes.core Ansible modules work against the stand-in, idempotently."""
+"""Contract: the kubernetes.core Ansible modules work against kube-apiserver, idempotently."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from k8s_standin import ApiServer
+from controlplane import ControlPlane
 
 PLAYBOOK = """
 - hosts: localhost
@@ -68,8 +68,8 @@ PLAYBOOK = """
 """
 
 
-def test_kubernetes_core_modules_are_idempotent(standin: ApiServer, tmp_path: Path) -> None:
-    kubeconfig = standin.write_kubeconfig(tmp_path / "kubeconfig")
+def test_kubernetes_core_modules_are_idempotent(server: ControlPlane, tmp_path: Path) -> None:
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
     playbook = tmp_path / "play.yml"
     playbook.write_text(PLAYBOOK)
     env = dict(

@@ -1,4 +1,4 @@
-"""Contract: watches through ``kubernetes.watch.Watch().stream`` behave as against kube-apiserver."""
+"""Contract: what kube-apiserver's watches do, as ``kubernetes.watch.Watch().stream`` and informers see them."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from contract_support import STANDIN_ONLY
 from kubernetes import client, informer, watch
+from stallproxy import StallProxy
 
-from k8s_standin import ApiServer
+from controlplane import ControlPlane
 
 
 def test_live_events_added_modified_deleted(core: client.CoreV1Api, namespace: str) -> None:
@@ -30,7 +30,7 @@ def test_live_events_added_modified_deleted(core: client.CoreV1Api, namespace: s
             if event["type"] == "DELETED":
                 stream.stop()
 
-    # Selected by label: a real server's kube-root-ca.crt is in every namespace's ConfigMaps.
+    # Selected by label: kube-root-ca.crt is in every namespace's ConfigMaps.
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "pre", "labels": {"set": "live"}}})
     thread = threading.Thread(target=run)
     thread.start()
@@ -97,11 +97,14 @@ def test_field_selector_watch_on_one_object(api: client.ApiClient, namespace: st
 
 
 def test_too_old_resource_version_surfaces_as_410(connect: Callable[..., client.ApiClient]) -> None:
-    with ApiServer(history_size=5) as small:
-        core = client.CoreV1Api(connect(small))
+    """A watch cache begins at the resourceVersion of its first list: after a kube-apiserver restart a watch
+    from any older resourceVersion gets 410 Gone, whether or not etcd compacted it. (On a cluster whose
+    caches started with etcd, ``"1"`` is not too old: the cache still holds every event since.)"""
+    with ControlPlane() as plane:  # its own: this test restarts kube-apiserver
+        core = client.CoreV1Api(connect(plane))
         start = core.list_namespaced_config_map("default").metadata.resource_version
-        for i in range(10):
-            core.create_namespaced_config_map("default", {"metadata": {"name": f"cm-{i}"}})
+        core.create_namespaced_config_map("default", {"metadata": {"name": "before-restart"}})
+        plane.restart_apiserver()
         # With timeout_seconds the client does not retry: the ERROR event becomes ApiException(410).
         with pytest.raises(client.ApiException) as caught:
             list(
@@ -110,7 +113,7 @@ def test_too_old_resource_version_surfaces_as_410(connect: Callable[..., client.
                 )
             )
         assert caught.value.status == 410
-        assert "Expired: too old resource version" in caught.value.reason
+        assert caught.value.reason.startswith(f"Expired: too old resource version: {start} (")
         # Without it the client retries once from the same resourceVersion, then gives up the same way.
         with pytest.raises(client.ApiException) as caught:
             for _ in watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=start):
@@ -118,45 +121,62 @@ def test_too_old_resource_version_surfaces_as_410(connect: Callable[..., client.
         assert caught.value.status == 410
         # A fresh list gives a resourceVersion that can be watched from.
         fresh = core.list_namespaced_config_map("default").metadata.resource_version
+        assert int(fresh) > int(start)
         events = watch.Watch().stream(
             core.list_namespaced_config_map, "default", resource_version=fresh, timeout_seconds=1
         )
         assert list(events) == []
 
 
-def test_bookmarks_carry_the_current_resource_version(
-    standin: ApiServer, api: client.ApiClient, namespace: str
-) -> None:
-    """A watch with allowWatchBookmarks may get BOOKMARKs; each carries the current resourceVersion.
+def test_bookmarks_carry_the_current_resource_version(api: client.ApiClient, namespace: str) -> None:
+    """A watch with allowWatchBookmarks gets BOOKMARKs carrying the current resourceVersion.
 
-    When they come is the server's choice: the stand-in sends one every ``bookmark_interval`` (0.5 s for
-    the module server), so one must arrive; kube-apiserver's watch cache sends them about once a minute
-    and "shortly before" timeoutSeconds, and in practice often not at all within a short watch, so on it
-    only the content of any that arrives is checked.
+    kube-apiserver's watch cache sends one about once a minute and 2 s before the watch's timeoutSeconds,
+    provided the resource's resourceVersion has moved past the last event the watcher got: here another
+    namespace's ConfigMap changes while the watch is idle, so one must arrive within a 5 s watch.
     """
     core = client.CoreV1Api(api)
+    elsewhere = f"elsewhere-{namespace}"
+    core.create_namespaced_config_map("default", {"metadata": {"name": elsewhere}})
     start = core.list_namespaced_config_map(namespace).metadata.resource_version
-    core.create_namespaced_config_map("default", {"metadata": {"name": f"elsewhere-{namespace}"}})
+    done = threading.Event()
+    versions: list[int] = []
+
+    def change_elsewhere() -> None:
+        while not done.wait(0.5):
+            patched = core.patch_namespaced_config_map(elsewhere, "default", {"data": {"at": str(time.monotonic())}})
+            versions.append(int(patched.metadata.resource_version))
+
+    changer = threading.Thread(target=change_elsewhere)
+    changer.start()
     stream = watch.Watch()
     bookmarks = []
-    for event in stream.stream(
-        core.list_namespaced_config_map,
-        namespace,
-        resource_version=start,
-        allow_watch_bookmarks=True,
-        timeout_seconds=3,
-    ):
-        if event["type"] == "BOOKMARK":
+    began = time.monotonic()
+    try:
+        for event in stream.stream(
+            core.list_namespaced_config_map,
+            namespace,
+            resource_version=start,
+            allow_watch_bookmarks=True,
+            timeout_seconds=5,
+        ):
+            assert event["type"] == "BOOKMARK", event  # nothing changes in the namespace itself
             bookmarks.append(event["raw_object"])
             stream.stop()
-    core.delete_namespaced_config_map(f"elsewhere-{namespace}", "default")
-    if isinstance(standin, ApiServer):
-        assert bookmarks, "no BOOKMARK within 3 s (the module server sends one every 0.5 s)"
-    for bookmark in bookmarks:
-        assert bookmark["kind"] == "ConfigMap"
-        assert int(bookmark["metadata"]["resourceVersion"]) > int(start)
-    if bookmarks:
-        assert stream.resource_version == bookmarks[0]["metadata"]["resourceVersion"]
+    finally:
+        done.set()
+        changer.join(10)
+        core.delete_namespaced_config_map(elsewhere, "default")
+    assert bookmarks, "no BOOKMARK within a 5 s watch"
+    assert time.monotonic() - began < 5
+    bookmark = bookmarks[0]
+    assert (bookmark["kind"], bookmark["apiVersion"]) == ("ConfigMap", "v1")
+    # Past the watch's start (the changes elsewhere) and not past now.
+    now = core.list_namespaced_config_map(namespace).metadata.resource_version
+    assert int(start) < int(bookmark["metadata"]["resourceVersion"]) <= int(now)
+    assert versions, "the ConfigMap elsewhere never changed"
+    # The client resumes from a bookmark's resourceVersion.
+    assert stream.resource_version == bookmark["metadata"]["resourceVersion"]
 
 
 def test_watch_ends_at_timeout_seconds(core: client.CoreV1Api, namespace: str) -> None:
@@ -197,9 +217,9 @@ def test_watch_every_resource_kind(api: client.ApiClient, namespace: str) -> Non
 
 
 def test_many_clients_with_many_watches_do_not_stall(
-    standin: ApiServer, connect: Callable[..., client.ApiClient], namespace: str
+    server: ControlPlane, connect: Callable[..., client.ApiClient], namespace: str
 ) -> None:
-    clients = [client.CoreV1Api(connect(standin)) for _ in range(30)]
+    clients = [client.CoreV1Api(connect(server)) for _ in range(30)]
     start = clients[0].list_namespaced_config_map(namespace).metadata.resource_version
     received: list[str] = []
     lock = threading.Lock()
@@ -227,7 +247,7 @@ def test_many_clients_with_many_watches_do_not_stall(
 
 
 def test_shared_informer_keeps_a_cache(core: client.CoreV1Api, namespace: str) -> None:
-    labelled = {"labels": {"set": "informer"}}  # a real server's kube-root-ca.crt stays out of the cache
+    labelled = {"labels": {"set": "informer"}}  # kube-root-ca.crt stays out of the cache
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "before", **labelled}})
     seen: list[tuple[str, str]] = []
     changed = threading.Event()
@@ -259,40 +279,66 @@ def test_shared_informer_keeps_a_cache(core: client.CoreV1Api, namespace: str) -
         shared.stop()
 
 
-@STANDIN_ONLY
-def test_stall_watches_keeps_the_connection_but_sends_nothing(
-    standin: ApiServer, api: client.ApiClient, core: client.CoreV1Api, namespace: str
+def test_stall_proxy_keeps_a_watch_open_and_silent(
+    server: ControlPlane, core: client.CoreV1Api, namespace: str
 ) -> None:
-    """Failure injection, not kube-apiserver behaviour: what a half-open connection looks like to a client."""
-    seen: list[str] = []
-    opened = threading.Event()
-    response = core.list_namespaced_config_map(namespace, watch=True, _preload_content=False, timeout_seconds=30)
+    """Failure injection, not kube-apiserver behaviour: what a half-open watch connection looks like to a
+    client, made by :class:`StallProxy` (tests/stallproxy.py) in front of kube-apiserver."""
+    labelled = {"labels": {"set": "stall"}}  # kube-root-ca.crt stays out of the watches
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "before", **labelled}})
+    proxy = StallProxy((server.host, server.port), server.state_dir / "pki")
+    configuration = client.Configuration(host=proxy.url)
+    configuration.ssl_ca_cert = server.ca_file  # the proxy's certificate is issued by the cluster's CA
+    configuration.api_key = {"authorization": "Bearer " + server.admin_token}
+    configuration.retries = 0  # a request the proxy silences must fail, not be retried on a new connection
+    proxied_api = client.ApiClient(configuration)
+    proxied = client.CoreV1Api(proxied_api)
+    chunks: list[str] = []
+    arrived = threading.Event()
 
-    def read() -> None:
-        opened.set()
-        with contextlib.suppress(Exception):  # the shutdown at the end breaks the stream
+    def read(response: Any) -> None:
+        with contextlib.suppress(Exception):  # the proxy's close() at the end breaks the stream
             for chunk in response.stream(amt=None, decode_content=False):
-                seen.append(chunk.decode())
+                chunks.append(chunk.decode())
+                arrived.set()
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    assert opened.wait(2)
-    time.sleep(0.2)
-    # Over HTTP with the admin token, as a test outside the process would ask.
-    answer = api.call_api(
-        "POST",
-        f"{standin.url}/_standin/stall-watches?resource=configmaps",
-        header_params={"Authorization": f"Bearer {standin.admin_token}"},
-    )
-    answer.read()
-    assert answer.status == 200 and b'"stalled": 1' in answer.data.replace(b'":1', b'": 1'), answer.data
-    core.create_namespaced_config_map(namespace, {"metadata": {"name": "unsent"}})
-    time.sleep(0.5)
-    assert reader.is_alive() and not any("unsent" in chunk for chunk in seen), seen
-    fresh = watch.Watch().stream(core.list_namespaced_config_map, namespace, timeout_seconds=1)
-    assert [e["object"].metadata.name for e in fresh] == ["unsent"], "a new watch is served normally"
-    # close() would block on the TLS lock the reader holds: shut the socket down to end the read.
-    socket.socket.shutdown(response.connection.sock, socket.SHUT_RDWR)
-    reader.join(2)
-    assert not reader.is_alive()
-    response.close()
+    reader: threading.Thread | None = None
+    try:
+        response = proxied.list_namespaced_config_map(
+            namespace, label_selector="set=stall", watch=True, _preload_content=False, timeout_seconds=60
+        )
+        reader = threading.Thread(target=read, args=(response,), daemon=True)
+        reader.start()
+        assert arrived.wait(10), "the watch through the proxy delivered nothing before the stall"
+        assert '"name":"before"' in "".join(chunks)
+        assert proxy.stall_watches("services") == 0
+        assert proxy.stall_watches("configmaps") == 1
+        assert proxy.stall_watches("configmaps") == 0, "an already stalled watch is not stalled again"
+        delivered = len(chunks)
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": "unsent", **labelled}})
+        time.sleep(1)
+        assert reader.is_alive(), "the stalled watch's connection must stay open"
+        assert len(chunks) == delivered, chunks[delivered:]
+        # A new watch through the proxy is served normally (its connection returns to the pool at the end).
+        fresh = watch.Watch().stream(
+            proxied.list_namespaced_config_map, namespace, label_selector="set=stall", timeout_seconds=1
+        )
+        assert [(e["type"], e["object"].metadata.name) for e in fresh] == [("ADDED", "before"), ("ADDED", "unsent")]
+        # An ended watch is not stalled (its connection, back in the pool, carries the next request)...
+        assert proxy.stall_watches() == 0
+        # ...which is relayed, with or without a body.
+        assert proxied.read_namespaced_config_map("unsent", namespace, _request_timeout=5).metadata.name == "unsent"
+        created = proxied.create_namespaced_config_map(
+            namespace, {"metadata": {"name": "via-proxy", **labelled}, "data": {"a": "1"}}, _request_timeout=5
+        )
+        assert created.data == {"a": "1"}
+        assert core.read_namespaced_config_map("via-proxy", namespace).metadata.uid == created.metadata.uid
+        assert reader.is_alive() and len(chunks) == delivered
+    finally:
+        proxy.close()
+        proxied_api.close()
+    assert reader is not None
+    reader.join(5)
+    assert not reader.is_alive(), "close() ends the stalled connection"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((proxy.host, proxy.port), timeout=5).close()
