@@ -1,9 +1,11 @@
 """Fixtures for the end-to-end tests: one lab per module (3 agent processes), reset between tests.
 
-``e2e`` (module scope) builds the lab, the API stand-in and the agents (see ``e2e_harness``); the
-autouse ``fresh`` fixture resets after every test (API serving, links up, no iptables rules, test
-namespaces/pools deleted, killed or reconfigured agents restarted, all healthy); ``ns`` gives each
-test its own Kubernetes namespace, so deleting it removes the test's Services and EndpointSlices.
+``e2e`` (module scope) builds the lab, the real control plane (etcd, kube-apiserver v1.37.2 and
+kube-controller-manager from ``tests/controlplane.py``, in the lab's bridge namespace) and the agents
+(see ``e2e_harness``); the autouse ``fresh`` fixture resets after every test (API serving, links up, no
+iptables rules, test namespaces deleted and waited for until the namespace controller has removed them,
+pools deleted, killed or reconfigured agents restarted, all healthy); ``ns`` gives each test its own,
+never reused, Kubernetes namespace, so deleting it removes the test's Services and EndpointSlices.
 """
 
 from __future__ import annotations

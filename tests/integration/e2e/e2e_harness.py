@@ -1,16 +1,24 @@
-"""The end-to-end lab: real agent processes in node namespaces, the API stand-in on the lab network.
+"""The end-to-end lab: real agent processes in node namespaces, a real control plane on the lab network.
 
 Layout (one lab per test module, see ``conftest.py``)::
 
-    bridge namespace  l2lb-br with 198.18.120.1/23: the Kubernetes API stand-in listens here (:6443), so
-                      every node reaches the API over the lab network — the same wire as ARP
-    node1..node3      one agent process each (``python -m l2lb_agent run``), interface l2lb0 (.11-.13)
+    bridge namespace  l2lb-br with 198.18.120.1/23: etcd, kube-apiserver v1.37.2 and kube-controller-manager
+                      (``tests/controlplane.py``, built by ``make components``) run here; kube-apiserver
+                      listens on 198.18.120.1:6443, so every node reaches the API over the lab network —
+                      the same wire as ARP; etcd and the controller manager use this namespace's loopback
+    node1..node3      one agent process each (``python -m l2lb_agent run``), interface l2lb0 (.11-.13),
+                      registered as Nodes (labels, InternalIP, Ready) as a kubelet would register them
     node4             no agent: a bystander "station" that probes when the client itself must stay silent
     client            198.18.120.2, arp_accept=1, probes with scapy (tests/arpprobe.py)
 
-The stand-in runs inside this test process (so ``request_counts()`` and ``stop()``/``start()`` work
-directly); its listening socket is opened inside the bridge namespace (``in_netns``). The test's own
-API client reaches it through a small TCP relay on 127.0.0.1, so nothing is added to the host's network.
+The control-plane processes are started from this test process with the calling thread inside the bridge
+namespace (``in_netns``), so they live there; so do the calls that talk to them directly (start, stop,
+the API outage's ``stop_apiserver``/``start_apiserver`` and their readiness waits, ``add_node``). The
+agents authenticate as their own static-token user (``AGENT_USER``, in ``system:masters``), so
+``plane.counter(user=AGENT_USER)`` counts their requests only (kube-apiserver's audit log), not the
+controller manager's nor the test's. The test's own API client (admin) reaches kube-apiserver through a
+small TCP relay on 127.0.0.1, so nothing is added to the host's network. Logs (agents, control plane,
+audit log) stay in the module's work directory.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import ctypes
 import ipaddress
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,7 +47,7 @@ from agent_harness import NAMESPACE, Kube, eventually
 from kubernetes import client
 from netns import Host, JsonLinesProcess, Lab, ProbeResult
 
-from k8s_standin import ApiServer
+from controlplane import ControlPlane, RequestCounter
 from l2lb_agent.model.model import build_model
 from l2lb_agent.model.render import GROUP, POLICY_PLURAL, POOL_PLURAL, VERSION, render_policy, render_pool
 
@@ -57,6 +66,12 @@ POOL_LABEL = "e2e-pool"
 NO_POLICY_LABEL = "e2e-no-policy"  # Services with this label are selected by no announcement policy
 RENEW_INTERVAL = 0.5  # the agent defaults the contract names (renew every 0.5 s, duration 2 s)
 LEASE_DURATION = 2.0
+# Static-token users of the control plane: the agents (all of them, so that their requests can be counted
+# apart from the controller manager's and the test's own) and a namespace user with no rights of its own.
+AGENT_USER = "l2lb-e2e-agent"
+NAMESPACE_USER = "alice"
+NAMESPACE_USER_GROUP = "l2lb-e2e-team"
+NAMESPACE_GONE_TIMEOUT = 120.0  # the namespace controller empties a deleted namespace asynchronously
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -352,14 +367,14 @@ class ArpWatch:
 
 
 class E2E:
-    """Lab + API stand-in + three agents, with the helpers the scenarios share."""
+    """Lab + real control plane + three agents, with the helpers the scenarios share."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.lab = Lab(nodes=len(NODES) + 1, subnet=SUBNET)
         self.network = ipaddress.ip_network(SUBNET)
         self.api_ip = str(self.network[1])
-        self.api: ApiServer | None = None
+        self.plane: ControlPlane | None = None
         self.relay: TcpRelay | None = None
         self.kube: Kube
         self.discovery: client.DiscoveryV1Api
@@ -375,23 +390,29 @@ class E2E:
 
     def start(self) -> E2E:
         self.lab.start()
-        self.lab.ip(self.lab.bridge_netns, "addr", "add", f"{self.api_ip}/{self.network.prefixlen}", "dev", "l2lb-br")
-        nodes = [
-            {"name": name, "labels": {"kubernetes.io/hostname": name}, "addresses": [self.lab.node(i).ip]}
-            for i, name in enumerate(NODES, start=1)
-        ]
-        self.api = ApiServer(self.api_ip, API_PORT, self.workdir / "standin", nodes=nodes)
-        self.api_start()
-        self.relay = TcpRelay(self.lab.bridge_netns, self.api_ip, API_PORT)
-        test_kubeconfig = self.api.write_kubeconfig(
+        bridge = self.lab.bridge_netns
+        self.lab.ip(bridge, "link", "set", "lo", "up")  # etcd and kube-controller-manager use its loopback
+        self.lab.ip(bridge, "addr", "add", f"{self.api_ip}/{self.network.prefixlen}", "dev", "l2lb-br")
+        self.plane = ControlPlane(
+            users=[(AGENT_USER, ["system:masters"]), (NAMESPACE_USER, [NAMESPACE_USER_GROUP])],
+            host=self.api_ip,
+            port=API_PORT,
+            state_dir=self.workdir / "controlplane",
+        )
+        with in_netns(bridge):  # the components inherit this thread's namespace
+            self.plane.start()
+            for i, name in enumerate(NODES, start=1):
+                self.plane.add_node(name, addresses=[self.lab.node(i).ip])
+        self.relay = TcpRelay(bridge, self.api_ip, API_PORT)
+        test_kubeconfig = self.plane.write_kubeconfig(
             self.workdir / "test.kubeconfig", server_url=f"https://127.0.0.1:{self.relay.port}"
         )
-        agent_kubeconfig = self.api.write_kubeconfig(
-            self.workdir / "agent.kubeconfig", server_url=f"https://{self.api_ip}:{API_PORT}"
+        agent_kubeconfig = self.plane.write_kubeconfig(
+            self.workdir / "agent.kubeconfig", token=self.plane.token(AGENT_USER), user=AGENT_USER
         )
-        self.kube = Kube(self.api, test_kubeconfig)
+        self.kube = Kube(self.plane, test_kubeconfig, agent_user=AGENT_USER)
         self.discovery = client.DiscoveryV1Api(self.kube.client)
-        self.kube.setup()
+        self.kube.setup()  # the agents' namespace and our CRDs, waited for until Established
         model = build_model(
             [
                 {
@@ -431,20 +452,37 @@ class E2E:
                 with contextlib.suppress(Exception):
                     agent.signal(signal.SIGKILL)
                     agent.reap(5.0)
-        if self.api is not None:
-            self.api.stop()
         if self.relay is not None:
             self.relay.close()
+        if self.plane is not None:
+            try:
+                with in_netns(self.lab.bridge_netns):
+                    self.plane.stop()  # by PID (SIGTERM, then SIGKILL); the logs stay in the work directory
+            except OSError:  # no bridge namespace to enter: stopping by PID works from anywhere
+                self.plane.stop()
+            shutil.rmtree(self.plane.state_dir / "etcd", ignore_errors=True)  # 64 MB of preallocated WAL
         self.lab.close()
 
+    def counter(self) -> RequestCounter:
+        """Counts the agents' requests (not the controller manager's, not the test's) from now on."""
+        assert self.plane is not None
+        return self.plane.counter(user=AGENT_USER)
+
     def api_start(self) -> None:
-        assert self.api is not None
+        """Start kube-apiserver again after :meth:`api_stop` (same port, data, tokens); returns once ready."""
+        assert self.plane is not None
         with in_netns(self.lab.bridge_netns):
-            self.api.start()
+            self.plane.start_apiserver()
 
     def api_stop(self) -> None:
-        assert self.api is not None
-        self.api.stop()
+        """An API outage: kube-apiserver stops (SIGTERM, as a restart); etcd and the controller manager stay."""
+        assert self.plane is not None
+        with in_netns(self.lab.bridge_netns):
+            self.plane.stop_apiserver()
+
+    @property
+    def api_running(self) -> bool:
+        return self.plane is not None and self.plane.apiserver_running
 
     # -- hosts --
 
@@ -490,15 +528,24 @@ class E2E:
             raise AssertionError(f"{exc}\n{self.diagnostics()}") from None
 
     def diagnostics(self) -> str:
-        lines = [f"controller lease holder: {self.controller() if self.api and self.api.running else '?'}"]
+        holder = "?"
+        if self.api_running:
+            with contextlib.suppress(Exception):
+                holder = self.controller()
+        lines = [f"controller lease holder: {holder}"]
         for name, agent in self.agents.items():
             lines.append(f"--- {name} running={agent.running} healthz={agent.healthz() if agent.running else None}")
             lines.append(agent.log_tail(25))
         return "\n".join(lines)
 
     def reset(self) -> None:
-        """Back to three healthy default agents, an API that serves, no test objects, no cut links."""
-        if self.api is not None and not self.api.running:
+        """Back to three healthy default agents, an API that serves, no test objects, no cut links.
+
+        Deleted test namespaces are waited for until they are gone (kube-controller-manager's namespace
+        controller deletes their Services asynchronously), so their IPs are free before the next test and
+        before the test's pools are deleted.
+        """
+        if self.plane is not None and not self.plane.apiserver_running:
             self.api_start()
         for netns in sorted(self._iptables):
             self.lab.run(netns, ["iptables", "-F"], check=False)
@@ -506,10 +553,14 @@ class E2E:
         for name in sorted(self._links_down):
             self.lab.set_link(self.agents[name].host, True)
         self._links_down.clear()
-        for namespace in self._namespaces:
+        deleted = list(self._namespaces)
+        for namespace in deleted:
             with contextlib.suppress(client.ApiException):
                 self.kube.core.delete_namespace(namespace)
         self._namespaces.clear()
+        # The Services go first, then their pools: a pool deleted under a Service that still holds one of
+        # its IPs would leave the controller a transition (and counters) no test asked for.
+        self.wait_namespaces_gone(deleted)
         for pool in self._pools:
             with contextlib.suppress(client.ApiException):
                 self.kube.custom.delete_cluster_custom_object(GROUP, VERSION, POOL_PLURAL, pool)
@@ -525,9 +576,24 @@ class E2E:
                 agent.start()
         self.wait_ready(30.0)
 
+    def wait_namespaces_gone(self, names: Sequence[str], timeout: float = NAMESPACE_GONE_TIMEOUT) -> None:
+        def gone() -> bool:
+            for name in names:
+                try:
+                    self.kube.core.read_namespace(name, _preload_content=False)
+                except client.ApiException as exc:
+                    if exc.status == 404:
+                        continue
+                    raise
+                return False
+            return True
+
+        eventually(gone, timeout, 0.2, what=f"namespaces {list(names)} deleted by the namespace controller")
+
     # -- arranging --
 
     def namespace(self) -> str:
+        """A fresh namespace (a deleted one's name cannot be reused until it is gone: never reuse one)."""
         self._ns_counter += 1
         name = f"e2e-{self._ns_counter:02d}"
         self.kube.core.create_namespace({"metadata": {"name": name}})
