@@ -1,8 +1,13 @@
-"""Helpers for the Cilium and MetalLB tests: the API stand-in with CRDs from fixtures, real ansible-playbook runs."""
+"""Helpers for the Cilium and MetalLB tests: a real control plane (etcd, kube-apiserver,
+kube-controller-manager from ``tests/controlplane.py``) with CRDs from fixtures, real ansible-playbook runs,
+and the playbook's requests counted from kube-apiserver's audit log."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +15,7 @@ import ansible_runs
 import yaml
 from kubernetes import client
 
-from k8s_standin import ApiServer
+from controlplane import ControlPlane, RequestCounter
 
 REPO = Path(__file__).resolve().parents[3]
 FIXTURES = REPO / "tests" / "fixtures" / "cilium"
@@ -19,35 +24,108 @@ NODES = [
     {"name": "worker1", "labels": {"homelab/role": "worker"}},
     {"name": "worker2", "labels": {"homelab/role": "worker"}},
 ]
+# The identity of the playbooks' kubeconfig (a static token of its own), so that a test counts the
+# playbook's requests and not the controller manager's or its own.
+PLAYBOOK_USER = "l2lb-playbook"
+USERS = [(PLAYBOOK_USER, ["system:masters"])]
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
 PlaybookRun = tuple[int, str, dict[str, int]]
 
 
-def api_client(api: ApiServer) -> client.ApiClient:
-    configuration = client.Configuration(host=api.url)
-    configuration.ssl_ca_cert = api.ca_file
-    configuration.api_key = {"authorization": "Bearer " + api.admin_token}
-    return client.ApiClient(configuration)
+def api_client(api: ControlPlane) -> client.ApiClient:
+    """A client with the admin token (the test's own requests are not the playbook's)."""
+    return api.api_client()
 
 
-def install_crds(api: ApiServer, path: Path, drop_versions: tuple[str, ...] = ()) -> None:
-    """Register the CRDs of a fixture file (optionally without some versions, to mimic an older release)."""
+@contextlib.contextmanager
+def cluster(crds: Path, state_dir: Path, drop_versions: tuple[str, ...] = ()) -> Iterator[ControlPlane]:
+    """A control plane with the test users, NODES registered and the CRDs of ``crds`` Established."""
+    with ControlPlane(users=USERS, state_dir=state_dir) as plane:
+        for node in NODES:
+            plane.add_node(node["name"], node["labels"])
+        install_crds(plane, crds, drop_versions)
+        yield plane
+
+
+def write_kubeconfig(api: ControlPlane, path: Path) -> Path:
+    """The playbooks' kubeconfig: the playbook user's token (group system:masters)."""
+    return api.write_kubeconfig(path, api.token(PLAYBOOK_USER), user=PLAYBOOK_USER)
+
+
+def install_crds(api: ControlPlane, path: Path, drop_versions: tuple[str, ...] = (), timeout: float = 30.0) -> None:
+    """Register the CRDs of a fixture file (optionally without some versions, to mimic an older release)
+    and wait until each is Established and every version it serves answers a list."""
     with api_client(api) as api_client_:
         extensions = client.ApiextensionsV1Api(api_client_)
+        objects = client.CustomObjectsApi(api_client_)
+        created = []
         for crd in yaml.safe_load_all(path.read_text()):
             crd["spec"]["versions"] = [v for v in crd["spec"]["versions"] if v["name"] not in drop_versions]
             if not any(v.get("storage") for v in crd["spec"]["versions"]):
                 crd["spec"]["versions"][0]["storage"] = True
             extensions.create_custom_resource_definition(crd)
+            created.append(crd)
+        for crd in created:
+            _wait_served(extensions, objects, crd, timeout)
 
 
-def writes(api: ApiServer, resources: tuple[str, ...] = ()) -> int:
-    """Write requests so far, optionally only to these resources."""
+def _wait_served(
+    extensions: client.ApiextensionsV1Api, objects: client.CustomObjectsApi, crd: dict[str, Any], timeout: float
+) -> None:
+    """A real kube-apiserver establishes a CRD asynchronously, and its endpoints may answer 404 for a
+    moment after Established=True."""
+    name, spec = crd["metadata"]["name"], crd["spec"]
+    served = [v["name"] for v in spec["versions"] if v.get("served")]
+    deadline = time.monotonic() + timeout
+    while True:
+        stored = extensions.read_custom_resource_definition(name)
+        found = (stored.status.conditions if stored.status else None) or []
+        conditions = {c.type: c.status for c in found}
+        if conditions.get("Established") == "True":
+            try:
+                for version in served:
+                    objects.list_cluster_custom_object(spec["group"], version, spec["names"]["plural"])
+                return
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"CRD {name} not served after {timeout} s: {found}")
+        time.sleep(0.05)
+
+
+def writes(counter: RequestCounter, resources: tuple[str, ...] = ()) -> int:
+    """Write requests the counter's user made since it was made (or reset), optionally only to these resources."""
     return sum(
         n
-        for (verb, resource), n in api.request_counts().items()
-        if verb in ("create", "update", "patch", "delete") and (not resources or resource in resources)
+        for (verb, resource), n in counter.counts().items()
+        if verb in WRITE_VERBS and (not resources or resource in resources)
     )
+
+
+def _control_plane_user(name: str) -> bool:
+    """kube-controller-manager (which runs with the admin kubeconfig and, with
+    --use-service-account-credentials, as its controllers' service accounts) and kube-apiserver itself."""
+    return name in ("admin", "system:apiserver", "system:kube-controller-manager") or name.startswith(
+        "system:serviceaccount:kube-system:"
+    )
+
+
+class OutsideRequests:
+    """Requests from anyone but the control plane itself (any credentials, anonymous ones included), from
+    now on: what "this run needs no cluster" means. The test must not use the admin token meanwhile."""
+
+    def __init__(self, api: ControlPlane) -> None:
+        self._counter = api.counter()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [
+            e for e in self._counter.events() if not _control_plane_user(str((e.get("user") or {}).get("username", "")))
+        ]
+
+    def describe(self) -> list[str]:
+        return [f"{(e.get('user') or {}).get('username')} {e.get('verb')} {e.get('requestURI')}" for e in self.events()]
 
 
 def run_playbook(
@@ -61,7 +139,7 @@ def run_playbook(
     """ansible-playbook against an inventory of localhost (also in ``groups``); (rc, output, recap counts)."""
     inventory = workdir / "hosts.yml"
     host = {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **host_vars}
-    children = {group: {"hosts": {"localhost": {}}} for group in groups}
+    children: dict[str, Any] = {group: {"hosts": {"localhost": {}}} for group in groups}
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": host}, "children": children}}))
     # PWD too: the playbooks default their output files to it, and it must be the test's directory.
     run = ansible_runs.run_playbook(inventory, playbook, *extra, cwd=workdir, env={"PWD": str(workdir), **(env or {})})

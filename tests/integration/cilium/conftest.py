@@ -1,4 +1,5 @@
-"""Fixtures for the Cilium backend tests: the API stand-in with Cilium's CRDs, and real ansible-playbook runs."""
+"""Fixtures for the Cilium backend tests: a real control plane of this module's own with Cilium's CRDs,
+and real ansible-playbook runs with a kubeconfig of the playbook user's (``PLAYBOOK_USER``)."""
 
 from __future__ import annotations
 
@@ -7,28 +8,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cilium_harness import FIXTURES, NODES, PlaybookRun, install_crds, run_playbook
+from cilium_harness import FIXTURES, PlaybookRun, cluster, run_playbook, write_kubeconfig
 
-from k8s_standin import ApiServer
-
-
-@pytest.fixture(scope="module")
-def api() -> Iterator[ApiServer]:
-    with ApiServer(nodes=NODES) as server:
-        install_crds(server, FIXTURES / "crds.yaml")
-        yield server
+from controlplane import ControlPlane
 
 
 @pytest.fixture(scope="module")
-def workdir(api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """One control plane per module: the Cilium CRDs and the objects a module creates stay in it."""
+    with cluster(FIXTURES / "crds.yaml", tmp_path_factory.mktemp("controlplane")) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="module")
+def workdir(api: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cilium")
-    api.write_kubeconfig(path / "admin.kubeconfig")
+    write_kubeconfig(api, path / "playbook.kubeconfig")
     return path
 
 
 @pytest.fixture
 def playbook(workdir: Path) -> Callable[..., PlaybookRun]:
-    """``playbook("playbooks/cilium.yml", {vars}, "--check")``, with l2lb_kubeconfig set to the stand-in."""
+    """``playbook("playbooks/cilium.yml", {vars}, "--check")``, with l2lb_kubeconfig set to the control plane."""
 
     def run(
         path: str,
@@ -37,7 +38,7 @@ def playbook(workdir: Path) -> Callable[..., PlaybookRun]:
         env: dict[str, str] | None = None,
         groups: tuple[str, ...] = (),
     ) -> PlaybookRun:
-        kubeconfig = {"l2lb_kubeconfig": str(workdir / "admin.kubeconfig")}
+        kubeconfig = {"l2lb_kubeconfig": str(workdir / "playbook.kubeconfig")}
         return run_playbook(workdir, path, {**kubeconfig, **host_vars}, *extra, env=env, groups=groups)
 
     return run

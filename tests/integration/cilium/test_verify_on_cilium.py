@@ -1,4 +1,4 @@
-"""verify.yml on a Cilium cluster, end to end against the API stand-in: Services with no l2lb annotation,
+"""verify.yml on a Cilium cluster, end to end against a real kube-apiserver: Services with no l2lb annotation,
 Cilium's per-Service Leases in kube-system (one renewed by a "cilium-agent" thread, one left to go
 stale), and the real service_info, lease_info, arp_probe and report. The report must name the Lease
 holder as the announcing node and judge the Lease by watching it change."""
@@ -15,7 +15,7 @@ import pytest
 from cilium_harness import PlaybookRun, api_client
 from kubernetes import client
 
-from k8s_standin import ApiServer
+from controlplane import ControlPlane
 
 LEASE_NS = "kube-system"
 SERVICES = {
@@ -31,7 +31,7 @@ def _now() -> str:
 
 
 @pytest.fixture(scope="module")
-def cilium_cluster(api: ApiServer) -> Iterator[None]:
+def cilium_cluster(api: ControlPlane) -> Iterator[None]:
     """The Services with their IPs, Cilium's Leases, and an agent renewing the live one every 0.5 s."""
     stop = threading.Event()
     with api_client(api) as c:

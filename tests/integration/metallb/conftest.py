@@ -1,4 +1,5 @@
-"""Fixtures for the MetalLB migration tests: the API stand-in holding a home lab's MetalLB setup."""
+"""Fixtures for the MetalLB migration tests: a real control plane of this module's own holding a home lab's
+MetalLB setup (MetalLB's CRDs, pools and advertisements, the lab's Services with their IPs)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import pytest
 import yaml
 from kubernetes import client
 
-from k8s_standin import ApiServer
+from controlplane import ControlPlane
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cilium"))
-from cilium_harness import NODES, REPO, api_client, install_crds  # lives with the Cilium tests
+from cilium_harness import REPO, api_client, cluster, write_kubeconfig  # lives with the Cilium tests
 
 HOMELAB = REPO / "tests" / "fixtures" / "metallb" / "homelab"
 
@@ -26,12 +27,12 @@ def homelab_objects() -> tuple[list[dict], list[dict]]:
 
 
 @pytest.fixture(scope="module")
-def api() -> Iterator[ApiServer]:
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """MetalLB's CRDs, pools and advertisements in metallb-system, and the lab's Services with their IPs."""
-    with ApiServer(nodes=NODES) as server:
-        install_crds(server, REPO / "tests" / "fixtures" / "metallb" / "crds.yaml")
+    crds = REPO / "tests" / "fixtures" / "metallb" / "crds.yaml"
+    with cluster(crds, tmp_path_factory.mktemp("controlplane")) as plane:
         config, services = homelab_objects()
-        with api_client(server) as c:
+        with api_client(plane) as c:
             core, custom = client.CoreV1Api(c), client.CustomObjectsApi(c)
             namespaces = {"metallb-system"} | {s["metadata"]["namespace"] for s in services}
             for namespace in sorted(namespaces - {"default", "kube-system"}):
@@ -51,11 +52,11 @@ def api() -> Iterator[ApiServer]:
                     core.patch_namespaced_service_status(
                         meta["name"], meta["namespace"], {"status": {"loadBalancer": {"ingress": ingress}}}
                     )
-        yield server
+        yield plane
 
 
 @pytest.fixture(scope="module")
-def workdir(api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def workdir(api: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("metallb")
-    api.write_kubeconfig(path / "admin.kubeconfig")
+    write_kubeconfig(api, path / "playbook.kubeconfig")
     return path
