@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks: import paths, result tables, statistics, the API stand-in as a process."""
+"""Shared pieces of the benchmarks: import paths, result tables, statistics, processes, the real control plane."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ import os
 import platform
 import re
 import signal
-import ssl
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT_PATH = REPO / "files" / "l2lb_agent"
@@ -29,13 +27,16 @@ PYTHON = sys.executable
 
 
 def setup_paths() -> None:
-    """Make the agent package, the API stand-in and the test fixtures importable (as tests/conftest.py does)."""
+    """Make the agent package, tests/controlplane.py and the test fixtures importable (as tests/conftest.py does)."""
     for path in (COLLECTIONS, AGENT_PATH, TESTS_PATH):
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
 
 
 setup_paths()
+
+if TYPE_CHECKING:
+    from controlplane import ControlPlane
 
 
 def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -299,64 +300,84 @@ class JsonChild:
         self.procs.stop(self.proc, kill=kill)
 
 
-# ---- the API stand-in as a process ----
+# ---- the real control plane (tests/controlplane.py) ----
+
+# The agents authenticate as their own static-token user, bound to exactly the RBAC the cluster role gives
+# the agents' ServiceAccount (roles/cluster/templates/rbac.yml.j2), so the audit log tells their requests
+# from kube-controller-manager's and the benchmark's own (admin) ones.
+AGENT_USER = "l2lb-bench-agent"
+AGENT_NAMESPACE = "l2lb-system"
+RBAC_TEMPLATE = REPO / "roles" / "cluster" / "templates" / "rbac.yml.j2"
+WRITE_VERBS = ("create", "update", "patch", "delete", "deletecollection")
 
 
-class Standin:
-    """``python -m k8s_standin`` in its own process (optionally inside a network namespace).
+def agent_rbac(user: str = AGENT_USER, namespace: str = AGENT_NAMESPACE) -> list[dict[str, Any]]:
+    """The agents' ClusterRole, Roles and bindings as the cluster role applies them, bound to ``user``.
 
-    Its own process so the load it serves does not share a GIL with the clients that make it. Request
-    counts come from its ``/_standin/requests`` endpoint (those calls are not counted themselves).
+    The ServiceAccount and its token Secret are left out: the benchmark's agents use a static token.
     """
+    import jinja2
+    import yaml
 
-    def __init__(self, procs: ProcessSet, state_dir: Path, listen: str = "127.0.0.1:0", netns: str | None = None):
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self.state_dir = state_dir
-        argv = [PYTHON, "-m", "k8s_standin", "--listen", listen, "--state-dir", str(state_dir)]
-        if netns is not None:
-            argv = ["ip", "netns", "exec", netns, *argv]
-        self.procs = procs
-        self.proc = procs.popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=str(TESTS_PATH)
-        )
-        self.out = LineReader(self.proc)
-        self.err = LineReader(self.proc, self.proc.stderr)
-        try:
-            line = self.out.wait_for(lambda s: s.startswith("k8s-standin ready"), 60.0)
-        except TimeoutError as exc:
-            raise RuntimeError(f"the API stand-in did not start: {exc}\n" + "\n".join(self.err.lines[-20:])) from None
-        self.url = line.split()[-1]
-        self.token = (state_dir / "admin-token").read_text().strip()
-        self.ca_file = str(state_dir / "ca.crt")
-        self.kubeconfig = state_dir / "admin.kubeconfig"
-        self._ssl = ssl.create_default_context(cafile=self.ca_file)
+    rendered = jinja2.Template(RBAC_TEMPLATE.read_text()).render(
+        cluster_agent_service_account="l2lb-agent", cluster_namespace=namespace
+    )
+    documents = []
+    for doc in yaml.safe_load_all(rendered):
+        if not doc or doc.get("kind") in ("ServiceAccount", "Secret"):
+            continue
+        if "subjects" in doc:
+            doc["subjects"] = [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]
+        documents.append(doc)
+    return documents
 
-    def _call(self, method: str, path: str) -> dict[str, Any]:
-        request = urllib.request.Request(
-            self.url + path, method=method, headers={"Authorization": f"Bearer {self.token}"}
-        )
-        with urllib.request.urlopen(request, context=self._ssl, timeout=30) as response:
-            result: dict[str, Any] = json.loads(response.read())
-            return result
 
-    def counts(self) -> dict[tuple[str, str], int]:
-        body = self._call("GET", "/_standin/requests")
-        return {(item["verb"], item["resource"]): int(item["count"]) for item in body["items"]}
+def prepare_cluster(plane: ControlPlane, agent_user: str = AGENT_USER, timeout: float = 60.0) -> Any:
+    """Our CRDs (established, i.e. served), the agents' namespace and their RBAC for ``agent_user``.
 
-    def reset_counts(self) -> None:
-        self._call("DELETE", "/_standin/requests")
+    Returns an admin ``kubernetes.client.ApiClient`` for arranging the rest.
+    """
+    from kubernetes import client, utils
 
-    def write_kubeconfig(self, path: Path, server_url: str | None = None) -> Path:
-        """A kubeconfig like the stand-in's admin one, optionally naming another server URL."""
-        text = self.kubeconfig.read_text()
-        if server_url is not None:
-            text = re.sub(r"server: \S+", f"server: {server_url}", text)
-        path.write_text(text)
-        path.chmod(0o600)
-        return path
+    from l2lb_agent.model.render import crd_manifests
 
-    def stop(self) -> None:
-        self.procs.stop(self.proc)
+    api = plane.api_client()
+    core: Any = client.CoreV1Api(api)  # the typed client takes plain dicts too
+    core.create_namespace({"metadata": {"name": AGENT_NAMESPACE}})
+    extensions: Any = client.ApiextensionsV1Api(api)
+    names = []
+    for crd in crd_manifests():
+        extensions.create_custom_resource_definition(crd)
+        names.append(crd["metadata"]["name"])
+    for doc in agent_rbac(agent_user):
+        utils.create_from_dict(api, doc)
+    deadline = time.monotonic() + timeout
+    for name in names:
+        while True:
+            conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+            if any(c.type == "Established" and c.status == "True" for c in conditions):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"CRD {name} not established within {timeout:.0f} s")
+            time.sleep(0.1)
+    return api
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(plane: ControlPlane) -> float:
+    """CPU seconds kube-apiserver and etcd have used so far (not kube-controller-manager)."""
+    pids = plane.pids()
+    return sum(cpu_seconds(pid) for name in ("kube-apiserver", "etcd") if (pid := pids.get(name)) is not None)
+
+
+def writes(counts: Mapping[tuple[str, str], int], *, exclude: Sequence[str] = ()) -> int:
+    """Write requests (create, update, patch, delete) among ``counts``, leaving out the resources ``exclude``."""
+    return sum(n for (verb, resource), n in counts.items() if verb in WRITE_VERBS and resource not in exclude)
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """Table 2 — failover: how long a Service IP goes unanswered when the node announcing it dies or stops.
 
 A network-namespace lab (tests/netns.py: a bridge, 3 node namespaces and a client namespace on
-198.18.110.0/24) runs the real thing: the API stand-in on the client's address, three
+198.18.110.0/24) runs the real thing: a real control plane (etcd, kube-apiserver, kube-controller-manager;
+tests/controlplane.py) in the client namespace with kube-apiserver on the client's address, three
 ``python -m l2lb_agent run`` processes with their ARP speakers in the node namespaces, one LoadBalancer
 Service. The client sends an ARP who-has for the Service IP every 10 ms (tests/arpprobe.py, kernel receive
 timestamps). Each run sends SIGKILL (crash: no goodbye) or SIGTERM (graceful: drain and hand over) to the
@@ -17,6 +18,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,9 @@ def run(size_name: str, workdir: Path) -> Table:
                 break
             elif event["event"] == "error":
                 raise RuntimeError(f"failover driver: {event['message']}\n" + "\n".join(driver.err.lines[-20:]))
+        # The driver stops its agents and the control plane before it exits; give it the time to.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            driver.proc.wait(timeout=60.0)
         driver.stop()
     finally:
         procs.close()

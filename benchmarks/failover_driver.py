@@ -2,16 +2,19 @@
 
     ip netns exec <client-ns> python -m benchmarks.failover_driver --spec FILE
 
-From the client namespace it can reach everything it needs over the lab bridge: it runs the API stand-in
-on the client's own address, the agents in the node namespaces (``ip netns exec``) with their ARP
-speakers on, and the ARP prober (tests/arpprobe.py) on the client's interface. For every timing
+From the client namespace it can reach everything it needs over the lab bridge: it runs the real control
+plane (tests/controlplane.py: etcd and kube-controller-manager on the namespace's loopback, kube-apiserver
+on the client's own address, port 6443; they inherit this process's namespace), the agents in the node
+namespaces (``ip netns exec``) with their ARP speakers on, authenticated as their own user with the agents'
+RBAC, and the ARP prober (tests/arpprobe.py) on the client's interface. For every timing
 configuration it starts 3 agents and one LoadBalancer Service, then repeatedly kills the agent whose
 MAC answers the Service IP (SIGKILL or SIGTERM, alternating), measures the largest gap between answered
 probes (every 10 ms) around the kill, restarts that agent and waits until it is healthy again.
 
-Output: JSON lines; ``{"event": "spawned", "pid": ..., "start": ...}`` for every process it starts (so
-the parent can clean up even if this process is killed), ``{"event": "progress", ...}``, and one
-``{"event": "result", "configs": [...]}`` at the end. It stops every process it started before exiting.
+Output: JSON lines; ``{"event": "spawned", "pid": ..., "start": ...}`` for every process it starts, the
+control plane's included (so the parent can clean up even if this process is killed), ``{"event":
+"progress", ...}``, and one ``{"event": "result", "configs": [...]}`` at the end. It stops every process
+it started before exiting.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks.common import PYTHON, REPO, LineReader, ProcessSet, python_env, setup_paths
+from benchmarks.common import AGENT_USER, PYTHON, REPO, ProcessSet, prepare_cluster, python_env, setup_paths
 
 setup_paths()
 
 from netns import JsonLinesProcess, ProbeRecord, ProbeResult  # noqa: E402
+
+from controlplane import ControlPlane  # noqa: E402
 
 METRICS_PORT = 9469
 KINDS = ("SIGKILL", "SIGTERM")
@@ -65,6 +70,7 @@ class Driver:
         self.mac_to_node = {n["mac"]: n["role"] for n in self.nodes}
         self.core: Any = None
         self.coordination: Any = None
+        self.plane: ControlPlane | None = None
 
     def spawn(self, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[Any]:
         proc = self.procs.popen(argv, **kwargs)
@@ -74,29 +80,34 @@ class Driver:
     # ---- the API ----
 
     def start_api(self) -> None:
+        """The control plane in this (the client's) namespace, the API on the client's address."""
         from kubernetes import client
-        from kubernetes import config as kube_config
 
-        from l2lb_agent.model.render import API_VERSION, GROUP, POLICY_PLURAL, POOL_PLURAL, VERSION, crd_manifests
+        from l2lb_agent.model.render import API_VERSION, GROUP, POLICY_PLURAL, POOL_PLURAL, VERSION
 
-        state = self.workdir / "standin"
-        state.mkdir(parents=True, exist_ok=True)
-        proc = self.spawn(
-            [PYTHON, "-m", "k8s_standin", "--listen", f"{self.client['ip']}:{API_PORT}", "--state-dir", str(state)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env=python_env(),
+        # etcd and kube-controller-manager listen on 127.0.0.1 of this namespace (the lab brings lo up).
+        subprocess.run(["ip", "-n", self.client["netns"], "link", "set", "lo", "up"], check=True, timeout=10)
+        plane = ControlPlane(
+            users=[(AGENT_USER, ["l2lb-bench"])],
+            host=self.client["ip"],
+            port=API_PORT,
+            state_dir=self.workdir / "controlplane",
         )
-        LineReader(proc).wait_for(lambda s: s.startswith("k8s-standin ready"), 60.0)
-        self.kubeconfig = str(state / "admin.kubeconfig")
-        api = kube_config.new_client_from_config(config_file=self.kubeconfig)
+        self.plane = plane
+        try:
+            plane.start()
+        finally:
+            for pid in plane.pids().values():
+                if pid is not None:
+                    emit(event="spawned", pid=pid, start=proc_start(pid))
+        self.kubeconfig = str(
+            plane.write_kubeconfig(self.workdir / "agents.kubeconfig", plane.token(AGENT_USER), user=AGENT_USER)
+        )
+        api = prepare_cluster(plane)
+        for node in self.nodes:  # registered as kubelets would, so the agents' Node informers see them
+            plane.add_node(node["role"], addresses=[node["ip"]])
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
-        self.core.create_namespace({"metadata": {"name": "l2lb-system"}})
-        extensions = client.ApiextensionsV1Api(api)
-        for crd in crd_manifests():
-            extensions.create_custom_resource_definition(crd)
         custom = client.CustomObjectsApi(api)
         pool = {"blocks": [{"cidr": f"{self.vip}/32"}]}
         custom.create_cluster_custom_object(
@@ -337,6 +348,8 @@ class Driver:
 
     def close(self) -> None:
         self.procs.close()
+        if self.plane is not None:
+            self.plane.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -358,6 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         emit(event="error", message=f"{type(exc).__name__}: {exc}")
         return 1
     finally:
+        # A SIGTERM now must not cut the cleanup short: the control plane's components are not our
+        # ProcessSet's (no parent-death signal) and would be left to the parent's SIGKILL.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         driver.close()
     return 0
 

@@ -1,7 +1,7 @@
 """Sampling profiles of our processes with py-spy (pinned in requirements.txt), summarised for a table's notes.
 
 ``py-spy record --gil`` samples only the thread holding the GIL, i.e. where the Python CPU time goes; the
-summary lists the functions of the project (agent, stand-in, benchmarks) with the share of samples in which
+summary lists the functions of the project (agent, benchmarks) with the share of samples in which
 they were on the stack (inclusive), heaviest first.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks.common import PYTHON
 
-OUR_CODE = ("l2lb_agent/", "k8s_standin/", "benchmarks/")
+OUR_CODE = ("l2lb_agent/", "benchmarks/")
 
 
 def py_spy() -> str | None:

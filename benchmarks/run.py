@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -20,6 +21,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 from benchmarks.common import REPO, Table, log, machine_facts
 
@@ -101,6 +103,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="how the baseline's Lease holder renews: client-go >= 0.30 (one UPDATE) or older (GET + UPDATE)",
     )
     args = parser.parse_args(argv)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        # Unwind, so that every benchmark's finally stops what it started: the control plane's processes
+        # are not children that die with us.
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, on_term)
     if args.only:
         selected = [s.strip() for s in args.only.split(",") if s.strip()]
         unknown = [s for s in selected if s not in ALL]

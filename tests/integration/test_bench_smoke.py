@@ -3,7 +3,9 @@
 A smoke run of the benchmark machinery, not a performance test: it asserts only that the run finished,
 wrote the results file with the machine facts and the tables, and broke nowhere. Goals met or missed
 at this token size mean nothing and are not asserted. Without root, the network-namespace tables say
-"not measured" and the run still succeeds.
+"not measured" and the run still succeeds. The API-load and failover tables run on the real control
+plane (tests/controlplane.py; binaries from ``make components``): the API-load table must show that the
+agents' requests were counted from kube-apiserver's audit log.
 """
 
 from __future__ import annotations
@@ -46,3 +48,9 @@ def test_smoke_run_writes_every_table(tmp_path: Path) -> None:
     # Every measured table has rows (a header separator line), unless it says why it measured nothing.
     for section in text.split("\n## ")[1:5]:
         assert "|---" in section or "not measured" in section, section[:500]
+    # The API-load table ran on kube-apiserver, and its audit log counted the agents' requests.
+    api = text.split("\n## 1. API load", 1)[1].split("\n## ", 1)[0]
+    assert "kube-apiserver + etcd CPU" in api and "stand-in" not in api, api[:1500]
+    row = next(line for line in api.splitlines() if line.startswith("| 10 | 3 |"))
+    ours = row.split("|")[3].strip().split()[0]
+    assert float(ours.replace(",", "")) > 0, row
