@@ -60,7 +60,7 @@ lint: setup ## ruff, mypy, yamllint
 unit: setup ## fast unit tests (pure logic, no network)
 	$(PYTEST) tests/unit
 
-integration: setup ## tests with real processes, sockets, namespaces, the real control plane and the API stand-in
+integration: setup ## tests with real processes, sockets, namespaces and the real control plane
 	$(PYTEST) tests/integration
 
 build: setup ## build the collection tarball and install it into a scratch path

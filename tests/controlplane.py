@@ -53,8 +53,8 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from k8s_standin.certs import ensure_ca, issue_server_cert, write_kubeconfig
-from k8s_standin.certs import write_private as _write_private
+from pki import ensure_ca, issue_server_cert, write_kubeconfig
+from pki import write_private as _write_private
 
 KUBE_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.7.3"

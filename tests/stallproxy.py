@@ -28,7 +28,7 @@ from collections import deque
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from k8s_standin.certs import ensure_ca, issue_server_cert
+from pki import ensure_ca, issue_server_cert
 
 _MAX_HEAD = 64 * 1024
 _RESOURCE = re.compile(

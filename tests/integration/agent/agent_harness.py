@@ -13,7 +13,6 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes import config as kube_config
-from stallproxy import StallProxy
 
 from controlplane import ControlPlane, RequestCounter
 from l2lb_agent.agent import Agent
@@ -30,6 +29,7 @@ from l2lb_agent.model.render import (
     VERSION,
     crd_manifests,
 )
+from stallproxy import StallProxy
 
 NAMESPACE = "l2lb-system"
 # The agents under test authenticate as this static-token user, so their requests can be counted apart

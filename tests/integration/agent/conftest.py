@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 from agent_harness import AGENT_USER, ETH0, FakeResponder, Kube, eventually
-from stallproxy import StallProxy
 
 from controlplane import ControlPlane
 from l2lb_agent.agent import Agent
 from l2lb_agent.config import parse_config
 from l2lb_agent.controller.types import InterfaceInfo
+from stallproxy import StallProxy
 
 
 @pytest.fixture(scope="package")

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from kubernetes import client, informer, watch
-from stallproxy import StallProxy
 
 from controlplane import ControlPlane
+from stallproxy import StallProxy
 
 
 def test_live_events_added_modified_deleted(core: client.CoreV1Api, namespace: str) -> None:

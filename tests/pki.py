@@ -1,5 +1,5 @@
-"""A private CA, server certificates and kubeconfigs for the stand-in's HTTPS listener (``cryptography``,
-ECDSA P-256); ``tests/controlplane.py`` uses them for the real kube-apiserver too."""
+"""A private CA, serving certificates and kubeconfigs (``cryptography``, ECDSA P-256) for the test and lab
+control plane (``tests/controlplane.py``) and the stall proxy (``tests/stallproxy.py``)."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def ensure_ca(directory: Path) -> tuple[bytes, bytes]:
     if cert_path.exists() and key_path.exists():
         return cert_path.read_bytes(), key_path.read_bytes()
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "k8s-standin-ca")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "l2lb-test-ca")])
     start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=5)
     public = key.public_key()
     cert = (
