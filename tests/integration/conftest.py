@@ -2,7 +2,7 @@
 
 ``control_plane`` lives here (not in ``realapi/``) so that ``realapi/`` and the API contract tests in
 ``contract/`` share the same session instance. Namespace helpers (settle, delete) are in
-``namespace_helpers.py`` next to this file.
+``cluster_waits.py`` next to this file.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from cluster_waits import wait_crd_served
 from kubernetes import client
 from kubernetes import config as kube_config
 
@@ -128,11 +129,7 @@ class Kube:
             self.extensions.create_custom_resource_definition(crd)
             names.append(crd["metadata"]["name"])
         for name in names:
-            eventually(lambda name=name: self._established(name), 30.0, 0.1, what=f"CRD {name} established")
-
-    def _established(self, name: str) -> bool:
-        crd = self.extensions.read_custom_resource_definition(name)
-        return any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or []))
+            wait_crd_served(self.extensions, name)
 
     def clean(self) -> None:
         """Remove what a test may have made: Services and EndpointSlices in default (not the API's own

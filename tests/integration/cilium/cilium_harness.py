@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import ansible_runs
 import yaml
+from cluster_waits import wait_crd_served
 from kubernetes import client
 
 from controlplane import ControlPlane, RequestCounter
@@ -58,7 +58,6 @@ def install_crds(api: ControlPlane, path: Path, drop_versions: tuple[str, ...] =
     and wait until each is Established and every version it serves answers a list."""
     with api_client(api) as api_client_:
         extensions = client.ApiextensionsV1Api(api_client_)
-        objects = client.CustomObjectsApi(api_client_)
         created = []
         for crd in yaml.safe_load_all(path.read_text()):
             crd["spec"]["versions"] = [v for v in crd["spec"]["versions"] if v["name"] not in drop_versions]
@@ -67,32 +66,8 @@ def install_crds(api: ControlPlane, path: Path, drop_versions: tuple[str, ...] =
             extensions.create_custom_resource_definition(crd)
             created.append(crd)
         for crd in created:
-            _wait_served(extensions, objects, crd, timeout)
-
-
-def _wait_served(
-    extensions: client.ApiextensionsV1Api, objects: client.CustomObjectsApi, crd: dict[str, Any], timeout: float
-) -> None:
-    """A real kube-apiserver establishes a CRD asynchronously, and its endpoints may answer 404 for a
-    moment after Established=True."""
-    name, spec = crd["metadata"]["name"], crd["spec"]
-    served = [v["name"] for v in spec["versions"] if v.get("served")]
-    deadline = time.monotonic() + timeout
-    while True:
-        stored = extensions.read_custom_resource_definition(name)
-        found = (stored.status.conditions if stored.status else None) or []
-        conditions = {c.type: c.status for c in found}
-        if conditions.get("Established") == "True":
-            try:
-                for version in served:
-                    objects.list_cluster_custom_object(spec["group"], version, spec["names"]["plural"])
-                return
-            except client.ApiException as exc:
-                if exc.status != 404:
-                    raise
-        if time.monotonic() > deadline:
-            raise AssertionError(f"CRD {name} not served after {timeout} s: {found}")
-        time.sleep(0.05)
+            served = [v["name"] for v in crd["spec"]["versions"] if v.get("served")]
+            wait_crd_served(extensions, crd["metadata"]["name"], timeout, served)
 
 
 def writes(counter: RequestCounter, resources: tuple[str, ...] = ()) -> int:

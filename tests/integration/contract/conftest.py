@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from cluster_waits import delete_namespace, settle_namespaces
 from contract_support import eventually
 from kubernetes import client
-from namespace_helpers import delete_namespace, settle_namespaces
 
 from controlplane import ControlPlane
 

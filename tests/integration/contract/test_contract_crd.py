@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from cluster_waits import wait_crd_served
 from contract_support import eventually
 from kubernetes import client, dynamic, watch
 
@@ -105,34 +105,11 @@ def pool(object_name: str, /, **spec: Any) -> dict[str, Any]:
     }
 
 
-def wait_established(extensions: client.ApiextensionsV1Api, name: str, timeout: float = 10.0) -> dict[str, str]:
-    """Wait until a CRD is Established and its objects are served; return its conditions.
-
-    kube-apiserver establishes a CRD asynchronously (the create response has no conditions), and
-    its endpoint may still answer 404 for a moment after Established=True.
-    """
-    deadline = time.monotonic() + timeout
-    objects = client.CustomObjectsApi(extensions.api_client)
-    while True:
-        crd = extensions.read_custom_resource_definition(name)
-        conditions = {c.type: c.status for c in (crd.status.conditions or [])}
-        if conditions.get("Established") == "True":
-            try:
-                objects.list_cluster_custom_object(crd.spec.group, crd.spec.versions[0].name, crd.spec.names.plural)
-                return conditions
-            except client.ApiException as exc:
-                if exc.status != 404:
-                    raise
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} not served after {timeout} s: {crd.status.conditions}")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def crds(api: client.ApiClient) -> Iterator[client.CustomObjectsApi]:
     extensions = client.ApiextensionsV1Api(api)
     extensions.create_custom_resource_definition(crd_body(POOLS, "LoadBalancerIPPool", "Cluster", POOL_SCHEMA))
-    conditions = wait_established(extensions, f"{POOLS}.{GROUP}")
+    conditions = wait_crd_served(extensions, f"{POOLS}.{GROUP}", 10.0)
     assert {k: conditions.get(k) for k in ("NamesAccepted", "Established")} == {
         "NamesAccepted": "True",
         "Established": "True",
@@ -148,7 +125,7 @@ def crds(api: client.ApiClient) -> Iterator[client.CustomObjectsApi]:
             },
         )
     )
-    wait_established(extensions, f"l2announcementpolicies.{GROUP}")
+    wait_crd_served(extensions, f"l2announcementpolicies.{GROUP}", 10.0)
     yield client.CustomObjectsApi(api)
     for plural in (POOLS, "l2announcementpolicies"):
         extensions.delete_custom_resource_definition(f"{plural}.{GROUP}")
@@ -388,7 +365,7 @@ def test_deleting_a_crd_removes_its_objects_and_endpoints(api: client.ApiClient)
     extensions.create_custom_resource_definition(
         crd_body("ephemerals", "Ephemeral", "Cluster", {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
     )
-    wait_established(extensions, f"ephemerals.{GROUP}")
+    wait_crd_served(extensions, f"ephemerals.{GROUP}", 10.0)
     objects.create_cluster_custom_object(
         GROUP,
         VERSION,

@@ -6,8 +6,8 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from cluster_waits import delete_namespace
 from kubernetes import client
-from namespace_helpers import delete_namespace
 
 from controlplane import ControlPlane
 

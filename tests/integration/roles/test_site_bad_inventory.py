@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 from ansible_runs import run_playbook
+from cluster_waits import settle_namespaces
 from kubernetes import client
-from namespace_helpers import settle_namespaces
 
 from controlplane import ControlPlane
 

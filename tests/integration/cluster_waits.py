@@ -1,7 +1,8 @@
-"""Namespace helpers for the tests against a real kube-apiserver (any control plane, any client).
+"""Waiting for what a real kube-apiserver does asynchronously: a fresh namespace settling, a deleted one going,
+a new CRD being served (any control plane, any client).
 
 ``tests/integration`` is on ``sys.path`` (its conftest.py lives there), so any integration test imports
-this module as ``namespace_helpers``.
+this module as ``cluster_waits``.
 """
 
 from __future__ import annotations
@@ -56,3 +57,32 @@ def delete_namespace(core: client.CoreV1Api, name: str) -> None:
     except client.ApiException as exc:
         if exc.status != 404:
             raise
+
+
+def wait_crd_served(
+    extensions: client.ApiextensionsV1Api, name: str, timeout: float = 30.0, versions: Iterable[str] | None = None
+) -> dict[str, str]:
+    """Wait until CRD ``name`` is Established and each of ``versions`` (every served one with None) answers a
+    list; return its conditions (type -> status).
+
+    kube-apiserver establishes a CRD asynchronously (the create response has no conditions), and its
+    endpoints may answer 404 for a moment after Established=True.
+    """
+    objects = client.CustomObjectsApi(extensions.api_client)
+    deadline = time.monotonic() + timeout
+    while True:
+        crd = extensions.read_custom_resource_definition(name)
+        found = (crd.status.conditions if crd.status else None) or []
+        conditions = {c.type: c.status for c in found}
+        if conditions.get("Established") == "True":
+            wanted = list(versions) if versions is not None else [v.name for v in crd.spec.versions if v.served]
+            try:
+                for version in wanted:
+                    objects.list_cluster_custom_object(crd.spec.group, version, crd.spec.names.plural)
+                return conditions
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"CRD {name} not served after {timeout} s: {found}")
+        time.sleep(0.05)
