@@ -23,13 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .controller.objects import SERVICE_NAME_LABEL
 from .controller.runtime import Caches, ControllerRuntime
 from .election import LeaderElection
 from .kube import ASSIGNMENTS, ENDPOINTSLICES, LEASES, NODES, SERVICES, Informer
 from .leases import CONTROLLER_LEASE, node_lease_name, parse_heartbeat
 from .liveness import LeaseObserver
 from .logs import node_logger
+from .model.contract import SERVICE_NAME_LABEL
 from .worker import Worker
 
 if TYPE_CHECKING:

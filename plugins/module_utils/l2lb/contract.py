@@ -86,6 +86,41 @@ REFUSED_NOT_OURS = "not_ours"  # migration from 0.1: the Service is not ours or 
 REFUSED_SERVICE_ANNOTATION = "service_annotation"  # the controller found announcement annotations it did not write
 
 
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"  # on every EndpointSlice: the Service it belongs to
+
+
+def ready_endpoints(slices: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Service key (``namespace/name``) -> node -> how many ready endpoints run there, from EndpointSlices.
+
+    Every Service with a slice has a key, also when none of its endpoints is ready (an empty dict). An
+    endpoint without ``nodeName`` counts under ``""``. API semantics: a missing ``ready`` condition means
+    ready. An endpoint listed in two slices (one per address family) counts once, by its target or addresses.
+    """
+    seen: dict[str, dict[str, set[Any]]] = {}
+    for eps in slices:
+        meta = eps.get("metadata") if isinstance(eps, Mapping) else None
+        labels = meta.get("labels") if isinstance(meta, Mapping) else None
+        service = labels.get(SERVICE_NAME_LABEL) if isinstance(labels, Mapping) else None
+        if not isinstance(service, str) or not service:
+            continue
+        nodes = seen.setdefault(f"{meta.get('namespace') or 'default'}/{service}", {})  # type: ignore[union-attr]
+        endpoints = eps.get("endpoints")
+        for endpoint in endpoints if isinstance(endpoints, list) else []:
+            if not isinstance(endpoint, Mapping):
+                continue
+            conditions = endpoint.get("conditions")
+            if isinstance(conditions, Mapping) and conditions.get("ready") is False:
+                continue
+            target = endpoint.get("targetRef")
+            identity: Any = (
+                (target.get("namespace"), target.get("name"))
+                if isinstance(target, Mapping) and target.get("name")
+                else tuple(str(a) for a in endpoint.get("addresses") or [])
+            )
+            nodes.setdefault(str(endpoint.get("nodeName") or ""), set()).add(identity)
+    return {key: {node: len(ids) for node, ids in nodes.items()} for key, nodes in seen.items()}
+
+
 @dataclass(frozen=True)
 class Announcement:
     """An IP scheduled onto a node, on these interfaces."""

@@ -7,13 +7,12 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from ..leases import HeartbeatInfo, parse_heartbeat
-from ..model.contract import parse_announcements
+from ..model.contract import parse_announcements, ready_endpoints
 from ..model.model import Policy, parse_policy, parse_pool
 from ..model.problems import Problems
 from ..model.render import API_VERSION, POLICY_KIND, POOL_KIND
 from .types import NodeInfo, PoolInfo, ServiceInfo, ServicePort
 
-SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 EXCLUDE_FROM_LB_LABEL = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 
@@ -117,23 +116,7 @@ def parse_policies(raw_policies: Iterable[Mapping[str, Any]]) -> tuple[list[Poli
 
 def local_endpoints(slices: Iterable[Mapping[str, Any]]) -> dict[str, set[str]]:
     """Service key -> nodes with a ready endpoint (EndpointSlices labelled kubernetes.io/service-name)."""
-    result: dict[str, set[str]] = {}
-    for eps in slices:
-        meta = _meta(eps)
-        service = _str_map(meta.get("labels")).get(SERVICE_NAME_LABEL)
-        if not service:
-            continue
-        key = f"{meta.get('namespace') or 'default'}/{service}"
-        nodes = result.setdefault(key, set())
-        for endpoint in eps.get("endpoints") or []:
-            if not isinstance(endpoint, Mapping) or not endpoint.get("nodeName"):
-                continue
-            conditions = endpoint.get("conditions") or {}
-            # API semantics: a nil ready condition is to be read as ready.
-            if isinstance(conditions, Mapping) and conditions.get("ready") is False:
-                continue
-            nodes.add(str(endpoint["nodeName"]))
-    return result
+    return {key: {node for node in nodes if node} for key, nodes in ready_endpoints(slices).items()}
 
 
 def node_infos(
