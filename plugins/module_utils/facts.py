@@ -116,15 +116,20 @@ def assignments_by_ip(objects: Sequence[Mapping[str, Any]]) -> dict[str, tuple[s
 
 
 def service_view(
-    service: Mapping[str, Any], assigned: Mapping[str, tuple[str, list[str]]] | None = None
+    service: Mapping[str, Any],
+    assigned: Mapping[str, tuple[str, list[str]]] | None = None,
+    endpoints: Mapping[str, Mapping[str, int]] | None = None,
 ) -> dict[str, Any]:
     """What verify needs to know about one LoadBalancer Service.
 
     ``assigned`` (from :func:`assignments_by_ip`): the announcing node and interfaces come from the
     assignment objects, which the speakers follow; None (a 0.1 cluster, or Cilium) reads the annotations.
-    ``annotated_node`` is always the informational annotation, for comparison.
+    ``annotated_node`` is always the informational annotation, for comparison. ``endpoints`` (from
+    ``contract.ready_endpoints``) gives ``ready_endpoints`` (a count) and ``endpoint_nodes`` (node -> count);
+    None (EndpointSlices not readable) leaves both None.
     """
     meta, spec, status = service.get("metadata") or {}, service.get("spec") or {}, service.get("status") or {}
+    ready = dict((endpoints or {}).get(f"{meta.get('namespace', '')}/{meta.get('name', '')}") or {})
     annotations = meta.get("annotations") or {}
     ingress = (status.get("loadBalancer") or {}).get("ingress") or []
     interfaces = annotations.get(ANNOTATION_ANNOUNCING_INTERFACES, "")
@@ -149,6 +154,8 @@ def service_view(
         "announcing_node": node,
         "announcing_interfaces": iface_list,
         "annotated_node": annotations.get(ANNOTATION_ANNOUNCING_NODE, ""),
+        "ready_endpoints": None if endpoints is None else sum(ready.values()),
+        "endpoint_nodes": None if endpoints is None else dict(sorted(ready.items())),
         "conditions": [
             {k: c.get(k, "") for k in ("type", "status", "reason", "message")}
             for c in status.get("conditions") or []

@@ -84,6 +84,7 @@ class KubeClient:
         self.core = k8s_client.CoreV1Api(self.api)
         self.coordination = k8s_client.CoordinationV1Api(self.api)
         self.extensions = k8s_client.ApiextensionsV1Api(self.api)
+        self.discovery = k8s_client.DiscoveryV1Api(self.api)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -201,6 +202,26 @@ class KubeClient:
             result = self._call("list services", self.core.list_service_for_all_namespaces)
         return [self.api.sanitize_for_serialization(item) for item in result.items]
 
+    def list_endpoint_slices(self, namespace: str | None = None) -> list[dict]:
+        if namespace:
+            result = self._call(
+                f"list endpointslices in {namespace}", self.discovery.list_namespaced_endpoint_slice, namespace
+            )
+        else:
+            result = self._call("list endpointslices", self.discovery.list_endpoint_slice_for_all_namespaces)
+        return [self.api.sanitize_for_serialization(item) for item in result.items]
+
+    def list_workloads(self, kind: str, namespace: str | None = None) -> list[dict]:
+        """DaemonSets, Deployments or Pods (``kind`` plural), in one namespace or all, as plain dicts."""
+        api = k8s_client.CoreV1Api(self.api) if kind == "pods" else k8s_client.AppsV1Api(self.api)
+        singular = {"daemonsets": "daemon_set", "deployments": "deployment", "pods": "pod"}[kind]
+        if namespace:
+            method = getattr(api, f"list_namespaced_{singular}")
+            result = self._call(f"list {kind} in {namespace}", method, namespace)
+        else:
+            result = self._call(f"list {kind}", getattr(api, f"list_{singular}_for_all_namespaces"))
+        return [self.api.sanitize_for_serialization(item) for item in result.items]
+
     def list_nodes(self) -> list[dict]:
         result = self._call("list nodes", self.core.list_node)
         return [self.api.sanitize_for_serialization(item) for item in result.items]
@@ -232,6 +253,29 @@ class KubeClient:
             if exc.status == 404:
                 return None
             raise
+        return dict(self.api.sanitize_for_serialization(result))
+
+    def patch_config_map(self, namespace: str, name: str, body: dict) -> dict:
+        result = self._call(
+            f'patch configmap "{name}" in {namespace}', self.core.patch_namespaced_config_map, name, namespace, body
+        )
+        return dict(self.api.sanitize_for_serialization(result))
+
+    def get_daemonset(self, namespace: str, name: str) -> dict | None:
+        apps = k8s_client.AppsV1Api(self.api)
+        try:
+            result = self._call(f'daemonset "{name}" in {namespace}', apps.read_namespaced_daemon_set, name, namespace)
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(self.api.sanitize_for_serialization(result))
+
+    def patch_daemonset(self, namespace: str, name: str, body: dict) -> dict:
+        apps = k8s_client.AppsV1Api(self.api)
+        result = self._call(
+            f'patch daemonset "{name}" in {namespace}', apps.patch_namespaced_daemon_set, name, namespace, body
+        )
         return dict(self.api.sanitize_for_serialization(result))
 
     def get_service(self, namespace: str, name: str) -> dict | None:

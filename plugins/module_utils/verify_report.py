@@ -66,6 +66,7 @@ def _row(service: Mapping[str, Any], ip: str) -> dict[str, Any]:
         "mac": "",
         "mac_owner": "",
         "tcp": "",
+        "backend": "",
         "ok": False,
         "diagnosis": "",
     }
@@ -99,6 +100,21 @@ def _diagnose_ip(
     ports = [t for t in tcp if t.get("ip") == row["ip"] and t.get("service", row["service"]) == row["service"]]
     if ports:
         row["tcp"] = ",".join(f"{t['port']}:{'ok' if t.get('ok') else 'FAIL'}" for t in ports)
+        row["backend"] = ",".join(dict.fromkeys(str(t["answer"]) for t in ports if t.get("ok") and t.get("answer")))
+
+    ready = service.get("ready_endpoints")
+    local = service.get("external_traffic_policy") == "Local"
+    if ready == 0:  # None: EndpointSlices were not readable, so nothing is known
+        row["diagnosis"] = (
+            f"no ready endpoints: {row['service']} has no ready backend in its EndpointSlices (no Pod matches its "
+            "selector, or none is Ready), so "
+            + (
+                "no node may announce it (externalTrafficPolicy: Local)"
+                if local
+                else "kube-proxy has nowhere to send its traffic whatever answers ARP"
+            )
+        )
+        return
 
     if not node:
         announced = _condition(service, "Announced")
@@ -163,6 +179,14 @@ def _diagnose_ip(
         row["diagnosis"] = f"MAC {responders[0]['mac']} belongs to node {owner[0]}, but the assignment says {node}"
         return
     failed = [t for t in ports if not t.get("ok")]
+    endpoint_nodes = service.get("endpoint_nodes")
+    if failed and local and isinstance(endpoint_nodes, Mapping) and node not in endpoint_nodes:
+        row["diagnosis"] = (
+            f"ARP fine ({node} answers) but {node} has no ready endpoint of this externalTrafficPolicy: Local "
+            f"Service (they run on {', '.join(sorted(n for n in endpoint_nodes if n)) or 'no node'}), so its "
+            "kube-proxy drops the traffic; the controller moves such an IP to a node with one: is it running?"
+        )
+        return
     if failed:
         row["diagnosis"] = (
             f"ARP fine ({node} answers) but TCP fails on port "
@@ -253,6 +277,7 @@ _COLUMNS = (
     ("MAC ON THE WIRE", "mac"),
     ("MAC OF", "mac_owner"),
     ("TCP", "tcp"),
+    ("SERVED BY", "backend"),
     ("RESULT", "result"),
 )
 

@@ -25,6 +25,8 @@ author:
   - baremetal.l2lb contributors
 requirements:
   - pyroute2 on the target host
+extends_documentation_fragment:
+  - baremetal.l2lb.attributes.read_only
 options:
   patterns:
     description:
@@ -42,16 +44,6 @@ options:
     description: Also list the loopback interface.
     type: bool
     default: false
-attributes:
-  check_mode:
-    support: full
-    description: Read-only.
-  diff_mode:
-    support: none
-    description: Changes nothing.
-  idempotent:
-    support: full
-    description: Always C(changed=false).
 """
 
 EXAMPLES = r"""

@@ -20,6 +20,7 @@ description:
 author:
   - baremetal.l2lb contributors
 extends_documentation_fragment:
+  - baremetal.l2lb.attributes.read_only
   - baremetal.l2lb.kube_auth
 options:
   namespace:
@@ -33,16 +34,6 @@ options:
     description: Seconds between the two reads that decide liveness; 0 reads once and reports no C(alive).
     type: float
     default: 2.5
-attributes:
-  check_mode:
-    support: full
-    description: Read-only.
-  diff_mode:
-    support: none
-    description: Changes nothing.
-  idempotent:
-    support: full
-    description: Always C(changed=false).
 """
 
 EXAMPLES = r"""

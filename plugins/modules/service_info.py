@@ -12,14 +12,17 @@ short_description: Report LoadBalancer Services as l2lb sees them
 version_added: "0.1.0"
 description:
   - Lists C(type=LoadBalancer) Services that l2lb handles (no C(loadBalancerClass), or C(l2lb.io/l2-announcer))
-    with their IPs, pool, sharing key, ports, announcing node and interfaces, and the C(l2lb.io/*) conditions
-    that explain a refusal (pool exhausted, requested IP taken, sharing refused, no eligible node).
+    with their IPs, pool, sharing key, ports, announcing node and interfaces, the C(l2lb.io/*) conditions
+    that explain a refusal (pool exhausted, requested IP taken, sharing refused, no eligible node), and how many
+    ready endpoints their EndpointSlices list, on which nodes (C(null) when the credentials may not list
+    EndpointSlices).
   - When I(cilium_namespace) is set, the announcing node of a Service without an l2lb assignment is taken from
     the holder of Cilium's C(cilium-l2announce-<namespace>-<service>) Lease.
   - Read-only.
 author:
   - baremetal.l2lb contributors
 extends_documentation_fragment:
+  - baremetal.l2lb.attributes.read_only
   - baremetal.l2lb.kube_auth
 options:
   namespace:
@@ -35,16 +38,6 @@ options:
         from the Service's informational C(l2lb.io/announcing-node) annotation.
     type: str
     default: l2lb-system
-attributes:
-  check_mode:
-    support: full
-    description: Read-only.
-  diff_mode:
-    support: none
-    description: Changes nothing.
-  idempotent:
-    support: full
-    description: Always C(changed=false).
 """
 
 EXAMPLES = r"""
@@ -63,7 +56,8 @@ services:
   sample:
     - {namespace: default, name: web, ips: [198.18.0.241], pool: lan, sharing_key: "", ports: [{port: 80,
        protocol: TCP, name: http}], external_traffic_policy: Cluster, announcing_node: node2, annotated_node: node2,
-       announcing_interfaces: [host0], conditions: [{type: l2lb.io/IPAllocated, status: "True", reason: Allocated,
+       announcing_interfaces: [host0], ready_endpoints: 2, endpoint_nodes: {node1: 1, node3: 1},
+       conditions: [{type: l2lb.io/IPAllocated, status: "True", reason: Allocated,
        message: ""}]}
 """
 
@@ -81,6 +75,7 @@ from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract impor
     DEFAULT_NAMESPACE,
     GROUP,
     VERSION,
+    ready_endpoints,
 )
 
 
@@ -106,8 +101,16 @@ def main() -> None:
             except KubeError as exc:
                 if exc.status != 404:  # 404: no L2Assignment CRD (a 0.1 cluster): the annotations tell
                     raise
+        try:
+            endpoints: dict[str, dict[str, int]] | None = ready_endpoints(
+                client.list_endpoint_slices(module.params["namespace"])
+            )
+        except KubeError as exc:
+            if exc.status != 403:
+                raise
+            endpoints = None  # not allowed to read EndpointSlices: the report says nothing about endpoints
         services = [
-            service_view(s, assigned)
+            service_view(s, assigned, endpoints)
             for s in client.list_services(module.params["namespace"])
             if is_our_load_balancer(s, cilium=bool(module.params["cilium_namespace"]))
         ]

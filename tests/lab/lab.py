@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
 """The l2lb lab: three systemd-nspawn nodes, a client network namespace and a real Kubernetes control plane
 (etcd, kube-apiserver, kube-controller-manager from `make components`), joined by one bridge on
-198.18.0.0/24, plus the Ansible inventory that drives them.
+198.18.0.0/24, plus the Ansible inventory that drives them. Every node runs the real kube-proxy (systemd,
+config from its ConfigMap as kubeadm has it); the demo Services' backends are real processes in the nodes
+whose Pods kube-controller-manager's EndpointSlice controller lists.
 
     python tests/lab/lab.py image [--rebuild] [--prune]   build (or reuse) the cached node image
     python tests/lab/lab.py up [--recreate]               bring the lab up, write inventory/lab/
     python tests/lab/lab.py status [--json]               what is running; exit 0 up, 1 broken, 2 down
     python tests/lab/lab.py down                          stop and remove everything the lab created
     python tests/lab/lab.py fault restart-apiserver|restart-etcd|compact-etcd   control-plane faults
+    python tests/lab/lab.py kube-proxy nftables|iptables|ipvs [--strict-arp]     kube-proxy's mode, every node
+    python tests/lab/lab.py backend list|add|remove|ready|unready|move|scale ...  the demo backend pods
 
 Runs as root on a host without systemd as PID 1. Everything it creates is named ``l2lb-lab*`` /
 ``l2lb-node*`` and uses 198.18.0.0/24 only; the nodes and the client have no default route, so nothing
@@ -47,7 +51,8 @@ IMAGE_CACHE = Path(os.environ.get("L2LB_LAB_CACHE", "/var/cache/l2lb-lab"))
 SUITE = "bookworm"
 # The recipe's package set plus two debugging aids for people poking around a node (ps, ping).
 PACKAGES = (
-    "systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "iproute2", "iptables", "procps", "iputils-ping",
+    "systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "iproute2", "iptables", "nftables", "procps",
+    "iputils-ping",
 )  # fmt: skip
 FALLBACK_MIRROR = "http://deb.debian.org/debian"
 
@@ -61,8 +66,14 @@ CLIENT_IF = "l2lb0"  # inside the client namespace
 CLIENT_IP = "198.18.0.2"
 CLIENT_MAC = "02:00:c6:12:00:02"
 POOL = "198.18.0.240/28"
-ECHO_PORT = 8080
 API_PORT = 6443
+# The pod network: each node's backends get /32s from 198.18.<node host part>.0/24 (on its lo), and every node
+# routes the other nodes' ranges to them over the lab bridge, as a host-gw CNI would. kube-proxy's clusterCIDR.
+CLUSTER_CIDR = "198.18.8.0/21"
+BACKEND_PORT = 8080  # every backend listens here (TCP and UDP); the demo Services' targetPort
+KUBE_PROXY_USER = "system:kube-proxy"  # bound to ClusterRole system:node-proxier by kube-apiserver's defaults
+KUBE_PROXY_MODES = ("nftables", "iptables", "ipvs")
+KUBE_PROXY_HEALTHZ_PORT = 10256
 CGROUP = "l2lb-lab"
 NSPAWN_RUN = Path("/run/systemd/nspawn")
 
@@ -83,6 +94,10 @@ class Node:
     def mac(self) -> str:
         return f"02:00:c6:12:00:{int(self.ip.rsplit('.', 1)[1]):02x}"
 
+    @property
+    def pod_cidr(self) -> str:
+        return f"198.18.{int(self.ip.rsplit('.', 1)[1])}.0/24"
+
 
 NODES = (
     Node("l2lb-node1", "198.18.0.11", "l2lb-lab-n1", {"node-role.kubernetes.io/control-plane": ""}),
@@ -94,6 +109,7 @@ NODES = (
 for _addr in (BRIDGE_IP, CLIENT_IP, *(n.ip for n in NODES)):
     assert ipaddress.ip_address(_addr) in LAB_NET, _addr
 assert ipaddress.ip_network(POOL).subnet_of(LAB_NET)  # type: ignore[arg-type]
+assert all(ipaddress.ip_network(n.pod_cidr).subnet_of(ipaddress.ip_network(CLUSTER_CIDR)) for n in NODES)  # type: ignore[arg-type]
 assert all(len(name) <= 15 for name in (BRIDGE, CLIENT_VETH, CLIENT_IF, *(n.veth for n in NODES)))
 
 
@@ -258,16 +274,18 @@ def customize_image(root: Path) -> None:
     (root / "etc/resolv.conf").unlink(missing_ok=True)
     (root / "etc/resolv.conf").write_text("# l2lb lab node: no DNS, the lab has no way out of 198.18.0.0/24\n")
     (root / "etc/machine-id").write_text("")
-    # Per-node settings (address, pool, echo port) are bind-mounted read-only at /etc/l2lb-lab at boot.
+    # Per-node settings (address, routes, kube-proxy credentials) are bind-mounted read-only at /etc/l2lb-lab.
     (root / "etc/l2lb-lab").mkdir(exist_ok=True)
     (root / "etc/systemd/network/10-l2lb-host0.network").symlink_to("/etc/l2lb-lab/host0.network")
-    echo = root / "usr/local/bin/l2lb-echo"
-    shutil.copyfile(NODE_PAYLOAD / "l2lb_echo.py", echo)
-    echo.chmod(0o755)
-    for unit in ("l2lb-echo.service", "l2lb-kube-proxy.service"):
+    for script in ("l2lb_backend.py", "l2lb_kube_proxy_config.py", "l2lb_lab_ipvs.py"):
+        target = root / "usr/local/bin" / script.removesuffix(".py").replace("_", "-")
+        shutil.copyfile(NODE_PAYLOAD / script, target)
+        target.chmod(0o755)
+    (root / "usr/local/bin/kube-proxy").write_bytes(b"")  # mount point: the real binary is bind-mounted at boot
+    for unit in ("kube-proxy.service", "l2lb-backend@.service", "l2lb-lab-ipvs.service"):
         shutil.copyfile(NODE_PAYLOAD / unit, root / "etc/systemd/system" / unit)
-    run(["chroot", str(root), "systemctl", "enable", "systemd-networkd.service", "l2lb-echo.service",
-         "l2lb-kube-proxy.service"])  # fmt: skip
+    shutil.copyfile(NODE_PAYLOAD / "90-l2lb-lab.conf", root / "etc/sysctl.d/90-l2lb-lab.conf")
+    run(["chroot", str(root), "systemctl", "enable", "systemd-networkd.service", "kube-proxy.service"])
     run(["chroot", str(root), "apt-get", "clean"])
     (root / "etc/l2lb-lab-image").write_text(f"{image_name()}\n")
 
@@ -446,30 +464,51 @@ def create_network(state_dir: Path) -> None:
 # nodes
 
 
-def write_node_config(node: Node, config_dir: Path) -> None:
-    """What the node sees at /etc/l2lb-lab: its host0 address (systemd-networkd) and the lab settings."""
+def write_node_config(node: Node, config_dir: Path, api: dict[str, str]) -> None:
+    """What the node sees at /etc/l2lb-lab: its host0 address and pod routes (systemd-networkd), the lab
+    settings, and kube-proxy's credentials (user system:kube-proxy, a JSON kubeconfig, mode 0600)."""
     config_dir.mkdir(parents=True, exist_ok=True)
+    # No Gateway: the lab has no route out. IPv4 only. The other nodes' pod ranges go to those nodes.
+    routes = "".join(
+        f"\n[Route]\nDestination={other.pod_cidr}\nGateway={other.ip}\n" for other in NODES if other != node
+    )
     (config_dir / "host0.network").write_text(
         "# l2lb lab: the node's interface on the lab bridge (written by tests/lab/lab.py)\n"
         "[Match]\nName=host0\n\n"
         f"[Link]\nMACAddress={node.mac}\n\n"
-        # No Gateway: the lab has no route out. IPv4 only.
-        f"[Network]\nAddress={node.ip}/{LAB_NET.prefixlen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n"
+        f"[Network]\nAddress={node.ip}/{LAB_NET.prefixlen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n" + routes
     )
-    (config_dir / "node.env").write_text(
-        f"L2LB_LAB_NODE={node.name}\nL2LB_LAB_POOL={POOL}\nL2LB_LAB_ECHO_PORT={ECHO_PORT}\nL2LB_LAB_API=https://{BRIDGE_IP}:{API_PORT}\n"
-    )
+    (config_dir / "node.env").write_text(f"L2LB_LAB_NODE={node.name}\nL2LB_LAB_API={api['url']}\n")
+    shutil.copyfile(api["ca"], config_dir / "ca.crt")
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": "lab", "cluster": {"server": api["url"], "certificate-authority": "/etc/l2lb-lab/ca.crt"}}
+        ],
+        "users": [{"name": KUBE_PROXY_USER, "user": {"token": Path(api["kube_proxy_token_file"]).read_text().strip()}}],
+        "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": KUBE_PROXY_USER}}],
+        "current-context": "lab",
+    }
+    path = config_dir / "kube-proxy.kubeconfig"
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(json.dumps(kubeconfig, indent=2) + "\n")
 
 
 def start_node(node: Node, image: Path, state: State) -> Proc:
     config_dir = state.dir / "nodes" / node.name
-    write_node_config(node, config_dir)
+    write_node_config(node, config_dir, state.data["api"])
     cgroups = node_cgroups(node)
+    sys.path.insert(0, str(REPO / "tests"))
+    from controlplane import binary
+
+    kube_proxy = binary("kube-proxy")
     cmd = [
         "systemd-nspawn", "--directory", str(image), "--machine", node.name,
         "--register=no", "--keep-unit", "--boot", "--volatile=overlay",
         "--private-network", f"--network-veth-extra={node.veth}:host0",
-        f"--bind-ro={config_dir}:/etc/l2lb-lab",
+        f"--bind-ro={config_dir}:/etc/l2lb-lab", f"--bind-ro={kube_proxy}:/usr/local/bin/kube-proxy",
         "--console=read-only", "--link-journal=no", "--resolv-conf=off",
     ]  # fmt: skip
 
@@ -559,13 +598,17 @@ def wait_node(node: Node, state: State, deadline: float) -> None:
 API_PROCS = ("api/etcd", "api/kube-apiserver", "api/kube-controller-manager")
 
 
-def start_api(state: State) -> None:
-    """Bring the control plane up (each component waited for), register the nodes as kubelets would."""
+def start_api(state: State, proxy_mode: str = "nftables") -> None:
+    """Bring the control plane up (each component waited for), register the nodes as kubelets would, and
+    write kube-proxy's ConfigMap and its RBAC as kubeadm does."""
     sys.path.insert(0, str(REPO / "tests"))
     from controlplane import ControlPlane, ControlPlaneError
+    from pki import write_private
 
     api_dir = state.dir / "api"
-    plane = ControlPlane(state_dir=api_dir, host=BRIDGE_IP, port=API_PORT, start_timeout=API_TIMEOUT)
+    plane = ControlPlane(
+        state_dir=api_dir, host=BRIDGE_IP, port=API_PORT, start_timeout=API_TIMEOUT, users=[(KUBE_PROXY_USER, [])]
+    )
     try:
         plane.start()
     except ControlPlaneError as exc:
@@ -582,8 +625,11 @@ def start_api(state: State) -> None:
         "token_file": str(api_dir / "admin-token"),
         "kubeconfig": str(api_dir / "admin.kubeconfig"),
         "logs": str(plane.log_dir),
+        "kube_proxy_token_file": str(api_dir / "kube-proxy-token"),
     }
+    write_private(api_dir / "kube-proxy-token", (plane.token(KUBE_PROXY_USER) + "\n").encode())
     state.save()
+    write_kube_proxy_setup(state, proxy_mode)
 
 
 FAULTS = ("restart-apiserver", "restart-etcd", "compact-etcd")
@@ -591,12 +637,7 @@ FAULTS = ("restart-apiserver", "restart-etcd", "compact-etcd")
 
 def api_fault(state_dir: Path, fault: str) -> None:
     """Restart kube-apiserver or etcd of a running lab (same ports, certificates, data), or compact etcd."""
-    if os.geteuid() != 0:
-        raise LabError("the lab needs root")
-    state = State(state_dir)
-    refuse_foreign_lab(state)
-    if health(state)[0] != "up":
-        raise LabError(f"the lab is not up (state {state_dir}); run `lab.py up` first")
+    state = running_state(state_dir)
     sys.path.insert(0, str(REPO / "tests"))
     from controlplane import ControlPlane, ControlPlaneError
 
@@ -623,15 +664,319 @@ def api_fault(state_dir: Path, fault: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# checks run at the end of `up` (cheap, and they catch a broken lab before Ansible does)
+# kube-proxy: the real one in every node (kube-proxy.service), configured through its ConfigMap as kubeadm does
 
-ECHO_CLIENT = """
+KUBE_PROXY_CONFIG = """apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: {mode}
+clusterCIDR: {cluster_cidr}
+clientConnection:
+  kubeconfig: /etc/l2lb-lab/kube-proxy.kubeconfig
+conntrack:
+  maxPerCore: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+ipvs:
+  strictARP: {strict_arp}
+healthzBindAddress: 0.0.0.0:{healthz}
+metricsBindAddress: 0.0.0.0:10249
+"""
+
+
+def admin_api(state: State) -> Any:
+    """A kubernetes ApiClient with the lab's admin credentials."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=state.data["api"]["kubeconfig"])
+
+
+def write_kube_proxy_setup(state: State, mode: str, strict_arp: bool = False) -> None:
+    """ConfigMap kube-system/kube-proxy (``config.conf``) and the Role that lets system:kube-proxy read it."""
+    from kubernetes import client
+
+    if mode not in KUBE_PROXY_MODES:
+        raise LabError(f"kube-proxy mode {mode!r}: use one of {', '.join(KUBE_PROXY_MODES)}")
+    text = KUBE_PROXY_CONFIG.format(
+        mode=mode, cluster_cidr=CLUSTER_CIDR, strict_arp=str(strict_arp).lower(), healthz=KUBE_PROXY_HEALTHZ_PORT
+    )
+    meta = {"name": "kube-proxy", "namespace": "kube-system", "labels": {"app": "kube-proxy"}}
+    role = {"metadata": meta, "rules": [{"apiGroups": [""], "resources": ["configmaps"],
+            "resourceNames": ["kube-proxy"], "verbs": ["get"]}]}  # fmt: skip
+    binding = {
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "kube-proxy"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": KUBE_PROXY_USER}],
+    }
+    with admin_api(state) as api:
+        core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+        calls: Any = (
+            (core.create_namespaced_config_map, core.replace_namespaced_config_map,
+             {"metadata": meta, "data": {"config.conf": text}}),
+            (rbac.create_namespaced_role, rbac.replace_namespaced_role, role),
+            (rbac.create_namespaced_role_binding, rbac.replace_namespaced_role_binding, binding),
+        )  # fmt: skip
+        for create, replace, body in calls:
+            try:
+                create("kube-system", body)
+            except client.ApiException as exc:
+                if exc.status != 409:
+                    raise
+                replace("kube-proxy", "kube-system", body)
+    state.data["kube_proxy"] = {"mode": mode, "strict_arp": strict_arp}
+    state.save()
+
+
+def wait_kube_proxy(timeout: float = 60.0) -> None:
+    """Until kube-proxy on every node answers its healthz with 200 (it has synced its rules)."""
+    deadline = time.monotonic() + timeout
+    for node in NODES:
+        while (status := http_status_from_client(node.ip, KUBE_PROXY_HEALTHZ_PORT, "/healthz")) != 200:
+            if time.monotonic() > deadline:
+                raise LabError(f"kube-proxy on {node.name}: healthz {node.ip}:{KUBE_PROXY_HEALTHZ_PORT} says {status}")
+            time.sleep(0.3)
+
+
+def set_kube_proxy(state_dir: Path, mode: str, strict_arp: bool) -> None:
+    """Rewrite kube-proxy's ConfigMap and restart it on every node (``--cleanup`` first when the mode changes,
+    as the kube-proxy docs say to switch modes), then wait until each is healthy."""
+    state = running_state(state_dir)
+    previous = state.data.get("kube_proxy", {}).get("mode", "nftables")
+    write_kube_proxy_setup(state, mode, strict_arp)
+    for node in NODES:
+        pid = state.data["nodes"][node.name]["init_pid"]
+        if mode != previous:
+            run(in_node(pid, ["systemctl", "stop", "kube-proxy.service"]))
+            run(in_node(pid, ["/usr/local/bin/kube-proxy", "--cleanup", "--v=0"]), check=False)
+        run(in_node(pid, ["systemctl", "restart", "kube-proxy.service"]))
+    wait_kube_proxy()
+    log(f"kube-proxy: mode {mode}, strictARP {str(strict_arp).lower()} on every node")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# backends: real server processes in the nodes (l2lb-backend@<name>.service), each with a Pod object that
+# says where it runs and whether it is ready, so kube-controller-manager's EndpointSlice controller lists it
+# for the Services that select it, exactly as it would list a kubelet's pods.
+
+BACKEND_LABEL = "lab.l2lb.io/backend"
+DEMO_NAMESPACE = "default"
+# (app label the demo Services select, node): lab-echo spans a worker and the control-plane node, so an
+# externalTrafficPolicy: Cluster connection often lands on another node than the announcing one; lab-local
+# (externalTrafficPolicy: Local) has its only backend on l2lb-node3, so only l2lb-node3 may announce it.
+DEMO_BACKENDS = (
+    ("lab-echo", "l2lb-node1"), ("lab-echo", "l2lb-node3"), ("lab-dns", "l2lb-node2"), ("lab-local", "l2lb-node3"),
+)  # fmt: skip
+NODE_NAMES = tuple(node.name for node in NODES)
+
+
+def now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Backends:
+    """The lab's backend pods: Pod objects in the API and their processes in the nodes, kept in step."""
+
+    def __init__(self, state: State) -> None:
+        from kubernetes import client
+
+        self.state = state
+        self.api = admin_api(state)
+        self.core = client.CoreV1Api(self.api)
+        self.errors = client.ApiException
+
+    def close(self) -> None:
+        self.api.close()
+
+    def pods(self) -> list[Any]:
+        return list(self.core.list_namespaced_pod(DEMO_NAMESPACE, label_selector=BACKEND_LABEL).items)
+
+    def rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for pod in self.pods():
+            ready = next((c.status for c in pod.status.conditions or [] if c.type == "Ready"), "Unknown")
+            rows.append({
+                "name": pod.metadata.name, "app": pod.metadata.labels.get("app", ""), "node": pod.spec.node_name,
+                "ip": pod.status.pod_ip or "", "ready": ready == "True",
+                "terminating": pod.metadata.deletion_timestamp is not None,
+            })  # fmt: skip
+        return sorted(rows, key=lambda r: r["name"])
+
+    def _pod(self, name: str) -> Any:
+        try:
+            return self.core.read_namespaced_pod(name, DEMO_NAMESPACE)
+        except self.errors as exc:
+            if exc.status == 404:
+                raise LabError(f"no backend {name!r}; `lab.py backend list` shows them") from None
+            raise
+
+    def _node_pid(self, node: str) -> int:
+        if node not in NODE_NAMES:
+            raise LabError(f"no node {node!r}: the lab's nodes are {', '.join(NODE_NAMES)}")
+        return int(self.state.data["nodes"][node]["init_pid"])
+
+    def _free_ip(self, node: str) -> str:
+        used = {p.status.pod_ip for p in self.pods()}
+        network = ipaddress.ip_network(next(n.pod_cidr for n in NODES if n.name == node))
+        for host in list(network.hosts())[9:]:  # .10 and up
+            if str(host) not in used:
+                return str(host)
+        raise LabError(f"no free backend address left in {network} on {node}")
+
+    def _next_name(self, app: str) -> str:
+        names = {p.metadata.name for p in self.pods()}
+        return next(f"{app}-{k}" for k in range(1, 1000) if f"{app}-{k}" not in names)
+
+    def add(self, app: str, node: str, name: str | None = None, ready: bool = True) -> str:
+        """Start a backend process on ``node`` and create its Pod (Running; Ready unless ``ready`` is false)."""
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", app) or len(app) > 50:
+            raise LabError(f"app {app!r}: use a DNS label (lowercase letters, digits, '-'), at most 50 characters")
+        pid = self._node_pid(node)
+        name = name or self._next_name(app)
+        address = self._free_ip(node)
+        env = f"L2LB_BACKEND_ADDRESS={address}\nL2LB_BACKEND_PORT={BACKEND_PORT}\n"
+        run(in_node(pid, ["sh", "-c", f"mkdir -p /run/l2lb-lab/backends && cat > /run/l2lb-lab/backends/{name}.env"]),
+            input_text=env)  # fmt: skip
+        run(in_node(pid, ["systemctl", "start", f"l2lb-backend@{name}.service"]))
+        body: Any = {
+            "metadata": {"name": name, "namespace": DEMO_NAMESPACE, "labels": {"app": app, BACKEND_LABEL: "true"}},
+            "spec": {
+                "nodeName": node, "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 30,
+                "containers": [{"name": "backend", "image": "l2lb-lab/backend", "ports": [
+                    {"containerPort": BACKEND_PORT, "protocol": proto} for proto in ("TCP", "UDP")
+                ]}],
+            },
+        }  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.core.create_namespaced_pod(DEMO_NAMESPACE, body)
+                break
+            except self.errors as exc:
+                # Right after `up` the service account controller may not have created "default" yet.
+                if exc.status != 403 or "serviceaccount" not in str(exc.body) or time.monotonic() > deadline:
+                    raise LabError(f"creating Pod {name}: {exc.status} {exc.reason}: {exc.body}") from None
+                time.sleep(0.3)
+        node_ip = next(n.ip for n in NODES if n.name == node)
+        started = now_rfc3339()
+        status = {
+            "phase": "Running", "hostIP": node_ip, "hostIPs": [{"ip": node_ip}], "podIP": address,
+            "podIPs": [{"ip": address}], "startTime": started,
+            "containerStatuses": [{"name": "backend", "image": "l2lb-lab/backend", "imageID": "", "restartCount": 0,
+                                   "ready": ready, "started": True, "state": {"running": {"startedAt": started}}}],
+        }  # fmt: skip
+        self.core.patch_namespaced_pod_status(name, DEMO_NAMESPACE, {"status": status})
+        self.set_ready(name, ready)
+        return name
+
+    def set_ready(self, name: str, ready: bool) -> None:
+        """The Pod's Ready condition, as a kubelet sets it from a readiness probe (the process keeps running)."""
+        self._pod(name)
+        value = "True" if ready else "False"
+        conditions = [{"type": kind, "status": "True" if kind in ("PodScheduled", "Initialized") else value,
+                       "lastTransitionTime": now_rfc3339()}
+                      for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")]  # fmt: skip
+        self.core.patch_namespaced_pod_status(name, DEMO_NAMESPACE, {"status": {"conditions": conditions}})
+
+    def remove(self, name: str, grace: float = 0.0) -> None:
+        """Delete like a kubelet-run pod: terminating for ``grace`` seconds (still serving), then gone."""
+        pod = self._pod(name)
+        if grace > 0:
+            self.core.delete_namespaced_pod(name, DEMO_NAMESPACE, grace_period_seconds=max(1, int(grace)))
+            time.sleep(grace)
+        run(in_node(self._node_pid(pod.spec.node_name), ["systemctl", "stop", f"l2lb-backend@{name}.service"]))
+        with contextlib.suppress(self.errors):  # already gone is fine
+            self.core.delete_namespaced_pod(name, DEMO_NAMESPACE, grace_period_seconds=0)
+        deadline = time.monotonic() + 30
+        while any(p.metadata.name == name for p in self.pods()):
+            if time.monotonic() > deadline:
+                raise LabError(f"Pod {name} is still there 30s after its deletion")
+            time.sleep(0.1)
+
+    def move(self, name: str, node: str) -> None:
+        """The same backend on another node: its Pod and process go, then come back there (new address)."""
+        pod = self._pod(name)
+        self._node_pid(node)
+        app = pod.metadata.labels["app"]
+        self.remove(name)
+        self.add(app, node, name=name)
+
+    def scale(self, app: str, node: str, count: int) -> list[str]:
+        """Exactly ``count`` backends of ``app`` on ``node``: add or remove (newest first) to get there."""
+        if count < 0:
+            raise LabError("count must be 0 or more")
+        mine = [r for r in self.rows() if r["app"] == app and r["node"] == node]
+        while len(mine) > count:
+            self.remove(mine.pop()["name"])
+        while len(mine) < count:
+            mine.append({"name": self.add(app, node)})
+        return [r["name"] for r in mine]
+
+
+def start_demo_backends(state: State) -> None:
+    backends = Backends(state)
+    try:
+        for app, node in DEMO_BACKENDS:
+            backends.add(app, node)
+    finally:
+        backends.close()
+    log("demo backends: " + ", ".join(f"{app} on {node}" for app, node in DEMO_BACKENDS))
+
+
+def backend_command(state_dir: Path, args: argparse.Namespace) -> int:
+    backends = Backends(running_state(state_dir))
+    try:
+        if args.action == "add":
+            print(backends.add(args.app, args.node, ready=not args.not_ready))
+        elif args.action == "remove":
+            backends.remove(args.name, grace=args.grace)
+        elif args.action in ("ready", "unready"):
+            backends.set_ready(args.name, args.action == "ready")
+        elif args.action == "move":
+            backends.move(args.name, args.node)
+        elif args.action == "scale":
+            print(" ".join(backends.scale(args.app, args.node, args.count)))
+        else:
+            rows = backends.rows()
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            for row in [] if args.json else rows:
+                flags = ("ready" if row["ready"] else "NOT READY") + (", terminating" if row["terminating"] else "")
+                print(f"{row['name']:<16} app={row['app']:<12} {row['node']:<11} {row['ip']:<15} {flags}")
+    finally:
+        backends.close()
+    return 0
+
+
+def running_state(state_dir: Path) -> State:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root")
+    state = State(state_dir)
+    refuse_foreign_lab(state)
+    if health(state)[0] != "up":
+        raise LabError(f"the lab is not up (state {state_dir}); run `lab.py up` first")
+    return state
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checks run at the end of `up` (cheap, and they catch a broken lab before Ansible does), and the client's
+# view of TCP and HTTP that tests use
+
+TCP_CLIENT = """
 import socket, sys
-with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2) as conn:
+with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])) as conn:
     data = b""
     while chunk := conn.recv(4096):
         data += chunk
 print(data.decode().strip())
+"""
+
+HTTP_CLIENT = """
+import sys, urllib.error, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=2).status)
+except urllib.error.HTTPError as exc:
+    print(exc.code)
+except OSError as exc:
+    print(0)
 """
 
 API_CLIENT = """
@@ -643,9 +988,23 @@ print(json.load(urllib.request.urlopen(request, context=context, timeout=3)).get
 """
 
 
-def echo_from_client(address: str, port: int = ECHO_PORT) -> str:
-    """What the echo server answers a TCP connection from the client namespace (the node name)."""
-    return run(in_client(["python3", "-c", ECHO_CLIENT, address, str(port)]), timeout=10).strip()
+def tcp_from_client(address: str, port: int, timeout: float = 2.0) -> str:
+    """All a TCP connection from the client namespace reads, stripped (a lab backend says two lines)."""
+    return run(in_client(["python3", "-c", TCP_CLIENT, address, str(port), str(timeout)]), timeout=timeout + 8).strip()
+
+
+def backend_from_client(address: str, port: int) -> tuple[str, str]:
+    """(``<backend>@<node>``, the client address the backend saw) for one TCP connection from the client."""
+    lines = tcp_from_client(address, port).splitlines()
+    if len(lines) != 2 or not lines[1].startswith("client "):
+        raise LabError(f"{address}:{port} did not answer like a lab backend: {lines!r}")
+    return lines[0], lines[1].removeprefix("client ").rsplit(":", 1)[0]
+
+
+def http_status_from_client(address: str, port: int, path: str = "/") -> int:
+    """The HTTP status a GET from the client namespace gets (0: no connection)."""
+    url = f"http://{address}:{port}{path}"
+    return int(run(in_client(["python3", "-c", HTTP_CLIENT, url]), timeout=10).strip() or 0)
 
 
 def api_from_node(init_pid: int, state: State) -> str:
@@ -655,21 +1014,10 @@ def api_from_node(init_pid: int, state: State) -> str:
 
 
 def check_lab(state: State) -> None:
-    deadline = time.monotonic() + 15
-    for node in NODES:
-        while True:
-            try:
-                answer = echo_from_client(node.ip)
-            except LabError as exc:
-                answer = str(exc)
-            if answer == node.name:
-                break
-            if time.monotonic() > deadline:
-                raise LabError(f"client -> {node.ip}:{ECHO_PORT} answered {answer!r}, expected {node.name!r}")
-            time.sleep(0.2)
+    wait_kube_proxy()
     first = state.data["nodes"][NODES[0].name]["init_pid"]
     version = api_from_node(first, state)
-    log(f"checks passed: client reaches every node's echo server; {NODES[0].name} reaches the API ({version})")
+    log(f"checks passed: kube-proxy is healthy on every node; {NODES[0].name} reaches the API ({version})")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -818,7 +1166,7 @@ def refuse_foreign_lab(state: State) -> None:
         raise LabError(f"the lab is up with state dir {owner}; use `lab.py --state-dir {owner} ...`")
 
 
-def up(state_dir: Path, inventory_dir: Path, recreate: bool) -> None:
+def up(state_dir: Path, inventory_dir: Path, recreate: bool, proxy_mode: str = "nftables") -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, bridge, systemd-nspawn)")
     for tool in ("systemd-nspawn", "nsenter", "ip", "iptables", "debootstrap"):
@@ -844,13 +1192,14 @@ def up(state_dir: Path, inventory_dir: Path, recreate: bool) -> None:
     state.save()
     try:
         create_network(state_dir)
+        start_api(state, proxy_mode)  # first: the nodes' kube-proxy needs its credentials and ConfigMap at boot
         for node in NODES:
             start_node(node, image, state)
-        start_api(state)
         deadline = time.monotonic() + BOOT_TIMEOUT
         for node in NODES:
             wait_node(node, state, deadline)
         check_lab(state)
+        start_demo_backends(state)
         write_inventory(state, inventory_dir)
         state.data["phase"] = "up"
         state.save()
@@ -953,6 +1302,10 @@ def print_status(state: State, as_json: bool = False) -> int:
     pids = ", ".join(f"{key[4:]} {p.pid}" for key in API_PROCS if (p := state.proc(key)))
     print(f"  api       {api.get('url', '-')} (pids: {pids or '-'}), logs {api.get('logs', '-')}")
     print(f"  kubeconfig {api.get('kubeconfig', '-')}")
+    proxy = state.data.get("kube_proxy", {})
+    if proxy:
+        strict = str(proxy["strict_arp"]).lower()
+        print(f"  kube-proxy mode {proxy['mode']}, strictARP {strict} (ConfigMap kube-system/kube-proxy)")
     inventory = state.data.get("inventory", {})
     if inventory:
         print(f"  inventory {Path(inventory['dir']) / 'hosts.yml'}")
@@ -970,11 +1323,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     image_cmd.add_argument("--prune", action="store_true", help="remove other cached images")
     up_cmd = sub.add_parser("up", help="bring the lab up (no-op if it is up and healthy)")
     up_cmd.add_argument("--recreate", action="store_true", help="tear a healthy lab down and bring it up again")
+    up_cmd.add_argument("--proxy-mode", choices=KUBE_PROXY_MODES, default="nftables", help="kube-proxy's mode")
     status_cmd = sub.add_parser("status", help="show the lab; exit 0 up, 1 broken, 2 down")
     status_cmd.add_argument("--json", action="store_true")
     sub.add_parser("down", help="stop and remove everything the lab created")
     fault_cmd = sub.add_parser("fault", help="restart kube-apiserver or etcd of the running lab, or compact etcd")
     fault_cmd.add_argument("fault", choices=FAULTS)
+    proxy_cmd = sub.add_parser("kube-proxy", help="set kube-proxy's mode (and strictARP) and restart it on every node")
+    proxy_cmd.add_argument("mode", choices=KUBE_PROXY_MODES)
+    proxy_cmd.add_argument("--strict-arp", action="store_true", help="ipvs.strictARP: true in its ConfigMap")
+    backend_cmd = sub.add_parser("backend", help="the demo Services' backend pods: list, add, remove, move, ...")
+    actions = backend_cmd.add_subparsers(dest="action", required=True)
+    list_cmd = actions.add_parser("list", help="every backend: app, node, address, ready")
+    list_cmd.add_argument("--json", action="store_true")
+    add_cmd = actions.add_parser("add", help="start one more backend of APP on NODE (its Pod: Running, Ready)")
+    add_cmd.add_argument("app", help="the app label the Service selects (lab-echo, lab-dns, lab-local, ...)")
+    add_cmd.add_argument("node", choices=NODE_NAMES)
+    add_cmd.add_argument("--not-ready", action="store_true", help="start it with Ready=False")
+    remove_cmd = actions.add_parser("remove", help="stop a backend and delete its Pod")
+    remove_cmd.add_argument("name")
+    remove_cmd.add_argument("--grace", type=float, default=0.0, help="seconds it stays terminating (serving)")
+    for action in ("ready", "unready"):
+        actions.add_parser(action, help=f"mark a backend {action} (its Pod's Ready condition)").add_argument("name")
+    move_cmd = actions.add_parser("move", help="move a backend to another node")
+    move_cmd.add_argument("name")
+    move_cmd.add_argument("node", choices=NODE_NAMES)
+    scale_cmd = actions.add_parser("scale", help="run exactly COUNT backends of APP on NODE")
+    scale_cmd.add_argument("app")
+    scale_cmd.add_argument("node", choices=NODE_NAMES)
+    scale_cmd.add_argument("count", type=int)
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     inventory_dir = args.inventory_dir.resolve()
@@ -991,11 +1368,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 prune_images(image)
             print(image)
         elif args.command == "up":
-            up(state_dir, inventory_dir, args.recreate)
+            up(state_dir, inventory_dir, args.recreate, args.proxy_mode)
         elif args.command == "down":
             down(state_dir, inventory_dir)
         elif args.command == "fault":
             api_fault(state_dir, args.fault)
+        elif args.command == "kube-proxy":
+            set_kube_proxy(state_dir, args.mode, args.strict_arp)
+        elif args.command == "backend":
+            return backend_command(state_dir, args)
         else:
             return print_status(State(state_dir), as_json=args.json)
     except LabError as exc:

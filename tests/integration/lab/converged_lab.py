@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 from lab_harness import Lab, lab
@@ -21,7 +22,8 @@ from lab_harness import Lab, lab
 NAMESPACE = "default"
 ECHO = "lab-echo"
 ECHO_IP = "198.18.0.241"
-DEMO = ("lab-echo", "lab-dns-tcp", "lab-dns-udp")
+LOCAL = "lab-local"  # externalTrafficPolicy: Local, its one backend on l2lb-node3
+DEMO = ("lab-echo", "lab-dns-tcp", "lab-dns-udp", LOCAL)
 WORKERS = ("l2lb-node2", "l2lb-node3")
 WORKER_LABEL = "node-role.kubernetes.io/worker"
 ANNOUNCING_NODE = "l2lb.io/announcing-node"
@@ -98,20 +100,37 @@ class Converged:
                 raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
             time.sleep(0.3)
 
+    def ip(self, name: str, namespace: str = NAMESPACE) -> str:
+        service = self.core.read_namespaced_service(name, namespace)
+        ingress = (service.status.load_balancer.ingress or []) if service.status.load_balancer else []
+        return str(ingress[0].ip) if ingress else ""
+
     def serving(self) -> bool:
-        """Every demo Service assigned to a worker and the echo IP's TCP answered by that worker."""
+        """Every demo Service assigned to a worker; lab-echo's IP answered through kube-proxy by a lab-echo
+        backend, lab-local's by a backend on the node that announces it."""
         holders = {name: self.holder(name) for name in DEMO}
         if not all(holder in WORKERS for holder in holders.values()):
             return False
         try:
-            return lab.echo_from_client(ECHO_IP, 80) == holders[ECHO]
+            echo, _ = lab.backend_from_client(ECHO_IP, 80)
+            local, _ = lab.backend_from_client(self.ip(LOCAL), 80)
         except lab.LabError:
             return False
+        return echo.startswith(f"{ECHO}-") and local.startswith(f"{LOCAL}-") and local.endswith(f"@{holders[LOCAL]}")
 
     def wait_serving(self, timeout: float = 45) -> None:
         self.wait_for("the demo Services to be served by their assigned worker again", self.serving, timeout)
 
     # -- the lab --------------------------------------------------------------------------------
+
+    def lab_cli(self, *args: str) -> str:
+        """`lab.py <args>` on this lab (backends, kube-proxy mode); its stdout."""
+        proc = self.lab.cli(*args, timeout=180)
+        assert proc.returncode == 0, f"lab.py {' '.join(args)} failed:\n{proc.stderr}"
+        return proc.stdout
+
+    def backends(self) -> list[dict[str, Any]]:
+        return list(json.loads(self.lab_cli("backend", "list", "--json")))
 
     def in_node(self, node: str, *cmd: str) -> str:
         return self.lab.in_node(node, *cmd)
@@ -127,17 +146,8 @@ class Converged:
     def rogue_speaker(self, node: str, ip: str) -> Iterator[None]:
         """The agent's own ARP responder, run by hand on ``node``, answering for ``ip`` (until stdin closes)."""
         cmd = [AGENT_PYTHON, "-m", "l2lb_agent.speaker.runner", "--iface", "host0", "--ip", ip, "--control"]
-        proc = subprocess.Popen(
-            lab.in_node(self.lab.init_pid(node), cmd),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        proc = start_ready(lab.in_node(self.lab.init_pid(node), cmd), f"rogue speaker on {node}", subprocess.DEVNULL)
         try:
-            assert proc.stdout is not None
-            ready = proc.stdout.readline()
-            assert '"ready"' in ready, f"rogue speaker on {node} did not start: {ready!r}"
             yield
         finally:
             assert proc.stdin is not None
@@ -173,6 +183,19 @@ class Converged:
 
 
 # -- watching the Service IPs from the client while something breaks ---------------------------------
+
+
+def start_ready(cmd: list[str], what: str, stderr: int = subprocess.PIPE) -> subprocess.Popen[str]:
+    """Start a JSON-lines helper (arpprobe, tcpprobe, the agent's responder) and wait for its "ready" line."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert proc.stdout is not None
+    ready = proc.stdout.readline()
+    if '"ready"' not in ready:
+        proc.kill()
+        proc.wait(10)
+        raise AssertionError(f"{what} did not start: {ready!r}")
+    return proc
+
 
 PROBE_INTERVAL_MS = 50
 
@@ -214,13 +237,7 @@ def arp_watch(ips: list[str], records: dict[str, ArpRecord]) -> Iterator[None]:
         for ip in ips:
             argv = [*env_cmd, lab.lab_python(), "-m", "arpprobe", "--iface", lab.CLIENT_IF, "--target", ip]
             argv += ["--interval-ms", str(PROBE_INTERVAL_MS), "--stop-on-eof"]
-            proc = subprocess.Popen(
-                lab.in_client(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-            )
-            procs[ip] = proc
-            assert proc.stdout is not None
-            ready = proc.stdout.readline()
-            assert '"ready"' in ready, f"arpprobe for {ip} did not start: {ready!r}"
+            procs[ip] = start_ready(lab.in_client(argv), f"arpprobe for {ip}")
         yield
     finally:
         for ip, proc in procs.items():
@@ -231,3 +248,47 @@ def arp_watch(ips: list[str], records: dict[str, ArpRecord]) -> Iterator[None]:
                 if event.get("type") == "probe":
                     probes.append((float(event["sent"]), [reply["mac"] for reply in event["replies"]]))
             records[ip] = ArpRecord(ip, probes)
+
+
+@dataclass
+class TcpRecord:
+    """What the client saw connecting to one Service IP again and again: (sent, ok, first line answered)."""
+
+    target: str
+    probes: list[tuple[float, bool, str]]
+
+    def longest_outage(self) -> float:
+        """Seconds from the last answered connection before a run of failures to the first one after it."""
+        answered = [sent for sent, ok, _ in self.probes if ok]
+        if not answered:
+            return float("inf")
+        marks = [self.probes[0][0], *answered, self.probes[-1][0]]
+        return max(b - a for a, b in itertools.pairwise(marks))
+
+    def answers(self) -> list[str]:
+        return [answer for _, ok, answer in self.probes if ok]
+
+    def summary(self) -> str:
+        failed = sum(1 for _, ok, _ in self.probes if not ok)
+        return (
+            f"{self.target}: {len(self.probes)} connections, {failed} failed, longest outage "
+            f"{self.longest_outage() * 1000:.0f} ms, answered by {sorted(set(self.answers()))}"
+        )
+
+
+@contextmanager
+def tcp_watch(ip: str, port: int, records: dict[str, TcpRecord], interval_ms: int = 20) -> Iterator[None]:
+    """Connect to ``ip:port`` from the client every ``interval_ms`` (tests/tcpprobe.py) during the block."""
+    argv = ["env", f"PYTHONPATH={lab.REPO / 'tests'}", lab.lab_python(), "-m", "tcpprobe", "--target", ip]
+    argv += ["--port", str(port), "--interval-ms", str(interval_ms), "--stop-on-eof"]
+    proc = start_ready(lab.in_client(argv), f"tcpprobe for {ip}")
+    try:
+        yield
+    finally:
+        out, _ = proc.communicate(input="", timeout=30)
+        probes = []
+        for line in out.splitlines():
+            event = json.loads(line)
+            if event.get("type") == "probe":
+                probes.append((float(event["sent"]), bool(event["ok"]), str(event["answer"])))
+        records[f"{ip}:{port}"] = TcpRecord(f"{ip}:{port}", probes)

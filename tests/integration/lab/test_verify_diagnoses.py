@@ -14,7 +14,8 @@ the lab serves again (TCP from the client reaches the node the Service is assign
     split brain       a second ARP responder (the agent's own responder, run by hand) on the other worker
     no ARP answer     the holder's ARP for the IP dropped on its bridge port (ebtables, on the lab bridge only)
     MAC of another    both: the holder cannot be heard and the other worker answers for the IP
-    TCP fails         the holder's kube-proxy emulation stopped: ARP fine, nothing behind the IP
+    TCP fails         the holder's kube-proxy stopped and its nftables table deleted: ARP fine, no DNAT
+    no endpoints      every lab-echo backend gone (Cluster), lab-local's only backend unready (Local)
     wrong subnet      the prober's address narrowed to a /29 that does not hold the pool
 
 Every change is undone in ``finally``; all of it stays inside the lab's nodes, client namespace and bridge.
@@ -32,6 +33,7 @@ from converged_lab import (
     DIAG_NS,
     ECHO,
     ECHO_IP,
+    LOCAL,
     NAMESPACE,
     NODE_BY_NAME,
     POLICY,
@@ -51,6 +53,10 @@ def test_healthy_lab_reports_every_service_ok(lab_: Converged) -> None:
         assert row.rstrip().endswith("OK"), report.text
         assert lab_.holder(name) in row and f"{lab_.holder(name)}/host0" in row, report.text
     assert "->" not in report.text
+    # SERVED BY: the backend that answered the TCP check through kube-proxy says its name and node.
+    assert re.search(r"\b80:ok +lab-echo-\d+@l2lb-node[13] +OK$", report.row(f"{NAMESPACE}/{ECHO}"), re.M), report.text
+    local = report.row(f"{NAMESPACE}/{LOCAL}")
+    assert re.search(rf"\b80:ok +lab-local-\d+@{lab_.holder(LOCAL)} +OK$", local, re.M), report.text
     assert re.search(r"^controller: l2lb-node\d; nodes with a live heartbeat: l2lb-node1, l2lb-node2, l2lb-node3$",
                      report.text, re.M), report.text  # fmt: skip
 
@@ -65,7 +71,7 @@ def _service(name: str, ports: list[dict[str, Any]], **spec: Any) -> dict[str, A
 
 def test_no_ip_pool_exhausted_no_pool_matches_requested_ip_taken(lab_: Converged) -> None:
     udp = [{"name": "syslog", "port": 514, "protocol": "UDP"}]  # no TCP check: the fillers only take IPs
-    free = 14 - 2  # the /28 gives .241-.254; lab-echo and the lab-dns pair hold two
+    free = 14 - 3  # the /28 gives .241-.254; lab-echo, the lab-dns pair and lab-local hold three
     fillers = [f"fill-{n:02d}" for n in range(1, free + 2)]
     lab_.core.create_namespace({"metadata": {"name": DIAG_NS}})
     try:
@@ -98,8 +104,9 @@ def test_no_ip_pool_exhausted_no_pool_matches_requested_ip_taken(lab_: Converged
         exhausted = [name for name, row in rows.items() if "no IP: pool exhausted" in row]
         assert len(exhausted) == 1, report.text
         assert 'pool "lab"' in rows[exhausted[0]], report.text
-        ok = [name for name, row in rows.items() if row.rstrip().endswith("OK")]
-        assert len(ok) == free, report.text
+        # The others got an IP and an announcing node; they select no Pod, so the report says so.
+        served = [name for name, row in rows.items() if "no ready endpoints" in row and "/host0" in row]
+        assert len(served) == free, report.text
     finally:
         for service in lab_.core.list_namespaced_service(DIAG_NS).items:
             lab_.core.delete_namespaced_service(service.metadata.name, DIAG_NS)
@@ -176,10 +183,11 @@ def test_no_answer_then_mac_of_another_node(lab_: Converged) -> None:
 def test_arp_fine_but_tcp_fails_without_the_dataplane(lab_: Converged) -> None:
     holder = lab_.holder()
     try:
-        lab_.in_node(holder, "systemctl", "stop", "l2lb-kube-proxy.service")
+        lab_.in_node(holder, "systemctl", "stop", "kube-proxy.service")
+        lab_.in_node(holder, "nft", "delete", "table", "ip", "kube-proxy")  # kube-proxy leaves its rules on stop
         report = lab_.verify()
     finally:
-        lab_.in_node(holder, "systemctl", "start", "l2lb-kube-proxy.service")
+        lab_.in_node(holder, "systemctl", "start", "kube-proxy.service")
     why = report.diagnosis(f"{NAMESPACE}/{ECHO}")
     assert why.startswith(f"ARP fine ({holder} answers) but TCP fails on port 80"), report.text
     assert "dataplane problem" in why, report.text
@@ -201,3 +209,28 @@ def test_prober_outside_the_subnet_is_told_so(lab_: Converged) -> None:
         lab.run([*ip_client, "del", narrow, "dev", lab.CLIENT_IF], check=False)
     why = report.diagnosis(f"{NAMESPACE}/{ECHO}")
     assert f"this host has no interface in a subnet containing {ECHO_IP}" in why, report.text
+
+
+def test_no_ready_endpoints_is_not_an_arp_problem(lab_: Converged) -> None:
+    """Cluster: no lab-echo backend left, ARP still fine; Local: lab-local's only backend not ready, so no
+    node may announce it. Both are reported as what they are, not as an ARP or announcement failure."""
+    echo_backends = [b for b in lab_.backends() if b["app"] == ECHO]
+    local_backends = [b for b in lab_.backends() if b["app"] == LOCAL]
+    try:
+        for backend in echo_backends:
+            lab_.lab_cli("backend", "remove", backend["name"])
+        for backend in local_backends:
+            lab_.lab_cli("backend", "unready", backend["name"])
+        lab_.wait_for("lab-local to lose its node", lambda: not lab_.holder(LOCAL))
+        report = lab_.verify()
+    finally:
+        for backend in echo_backends:
+            lab_.lab_cli("backend", "add", ECHO, backend["node"])
+        for backend in local_backends:
+            lab_.lab_cli("backend", "ready", backend["name"])
+    why = report.diagnosis(f"{NAMESPACE}/{ECHO}")
+    assert why.startswith(f"no ready endpoints: {NAMESPACE}/{ECHO} has no ready backend"), report.text
+    assert "kube-proxy has nowhere to send its traffic" in why, report.text
+    assert f"{lab_.holder(ECHO)}/host0" in report.row(f"{NAMESPACE}/{ECHO}"), report.text  # ARP was fine
+    why = report.diagnosis(f"{NAMESPACE}/{LOCAL}")
+    assert why.startswith(f"no ready endpoints: {NAMESPACE}/{LOCAL}") and "no node may announce it" in why, report.text

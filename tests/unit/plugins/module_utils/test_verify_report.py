@@ -146,3 +146,35 @@ def test_services_sharing_an_ip_show_only_their_own_tcp_ports() -> None:
         ("default/dns-tcp", "53:ok", True),
         ("default/dns-udp", "", True),
     ]
+
+
+# ---- the dataplane: which backend served, and Services with no ready endpoint ----
+
+
+def test_served_by_shows_what_the_backend_said() -> None:
+    tcp = [{**TCP_OK[0], "service": "default/web", "answer": "web-2@n3"}]
+    report = build_report([{**_svc(), "ready_endpoints": 2, "endpoint_nodes": {"n1": 1, "n3": 1}}], _leases(),
+                          _probe(MAC2), tcp)  # fmt: skip
+    assert report["healthy"] and _only_row(report)["backend"] == "web-2@n3"
+    assert "SERVED BY" in report["lines"][0] and "web-2@n3" in report["lines"][1]
+
+
+def test_no_ready_endpoints_is_named_before_any_arp_verdict() -> None:
+    failed = [{"ip": "198.18.0.241", "port": 80, "ok": False, "error": "Connection refused"}]
+    for policy, words in (("Cluster", "kube-proxy has nowhere to send"), ("Local", "no node may announce it")):
+        service = {**_svc(node="" if policy == "Local" else "n2"), "external_traffic_policy": policy,
+                   "ready_endpoints": 0, "endpoint_nodes": {}}  # fmt: skip
+        row = _only_row(build_report([service], _leases(), _probe(MAC2), failed))
+        assert not row["ok"] and row["diagnosis"].startswith("no ready endpoints: default/web has no ready backend")
+        assert words in row["diagnosis"], row["diagnosis"]
+    # Unknown (EndpointSlices not readable): no endpoint verdict, the usual ones apply.
+    row = _only_row(build_report([{**_svc(), "ready_endpoints": None}], _leases(), _probe(MAC2), failed))
+    assert row["diagnosis"].startswith("ARP fine (n2 answers) but TCP fails")
+
+
+def test_local_service_announced_where_it_has_no_endpoint() -> None:
+    failed = [{"ip": "198.18.0.241", "port": 80, "ok": False, "error": "timed out"}]
+    service = {**_svc(), "external_traffic_policy": "Local", "ready_endpoints": 1, "endpoint_nodes": {"n3": 1}}
+    row = _only_row(build_report([service], _leases(), _probe(MAC2), failed))
+    assert row["diagnosis"].startswith("ARP fine (n2 answers) but n2 has no ready endpoint"), row["diagnosis"]
+    assert "they run on n3" in row["diagnosis"]

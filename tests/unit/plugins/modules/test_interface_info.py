@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -198,10 +200,27 @@ def test_module_fails_cleanly_when_netlink_is_unreadable(
 # ---- documentation and packaging ----
 
 
-@pytest.mark.parametrize("name", ["interface_info", "arp_probe"])
-def test_documentation_parses_and_declares_read_only_attributes(name: str) -> None:
+READ_ONLY_MODULES = ("interface_info", "arp_probe", "tcp_probe", "service_info")
+
+
+@pytest.fixture(scope="module")
+def ansible_docs() -> dict[str, Any]:
+    """The read-only modules' documentation as ansible-doc renders it (doc fragments resolved)."""
+    names = [f"baremetal.l2lb.{name}" for name in READ_ONLY_MODULES]
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-doc"), "--json", *names],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {name.rsplit(".", 1)[1]: entry["doc"] for name, entry in json.loads(proc.stdout).items()}
+
+
+@pytest.mark.parametrize("name", READ_ONLY_MODULES)
+def test_documentation_parses_and_declares_read_only_attributes(name: str, ansible_docs: dict[str, Any]) -> None:
     module = importlib.import_module(f"ansible_collections.baremetal.l2lb.plugins.modules.{name}")
-    doc = yaml.safe_load(module.DOCUMENTATION)
+    doc = ansible_docs[name]
     assert doc["module"] == name
     assert {k: v["support"] for k, v in doc["attributes"].items()} == {
         "check_mode": "full",
