@@ -200,7 +200,14 @@ def test_module_fails_cleanly_when_netlink_is_unreadable(
 # ---- documentation and packaging ----
 
 
-READ_ONLY_MODULES = ("interface_info", "arp_probe", "tcp_probe", "service_info")
+READ_ONLY_MODULES = (
+    "interface_info",
+    "arp_probe",
+    "tcp_probe",
+    "node_preflight_info",
+    "preflight_info",
+    "service_info",
+)
 
 
 @pytest.fixture(scope="module")

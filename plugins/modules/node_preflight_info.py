@@ -1,0 +1,112 @@
+#!/usr/bin/python
+# Copyright: baremetal.l2lb contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Ansible module: a node's ARP and reverse-path sysctls, IPv4 addresses per interface, kube-ipvs0, kube-proxy mode."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: node_preflight_info
+short_description: Read the node settings that decide whether layer-2 load balancing works on it
+version_added: "0.2.0"
+description:
+  - On the target node, before the agent is installed (Python standard library and C(ip) only), each interface's
+    state and IPv4 addresses, the C(rp_filter), C(arp_ignore) and C(arp_announce) sysctls (C(all), C(default) and
+    per interface), whether kube-proxy's IPVS interface C(kube-ipvs0) exists, the mode kube-proxy reports on
+    U(http://127.0.0.1:10249/proxyMode) (if it answers), and whether a C(kube-proxy.service) unit is installed.
+  - Read-only. The P(baremetal.l2lb.preflight_report#filter) filter judges these facts.
+author:
+  - baremetal.l2lb contributors
+extends_documentation_fragment:
+  - baremetal.l2lb.attributes.read_only
+options:
+  kube_proxy_metrics_url:
+    description: Where kube-proxy's metrics server answers C(/proxyMode) on the node.
+    type: str
+    default: http://127.0.0.1:10249
+"""
+
+EXAMPLES = r"""
+- name: The node's ARP-relevant settings
+  baremetal.l2lb.node_preflight_info:
+  register: preflight_node
+"""
+
+RETURN = r"""
+node:
+  description: >-
+    C(interfaces) (C({name, up, ipv4})), C(sysctls) (scope -> C({rp_filter, arp_ignore, arp_announce})),
+    C(kube_ipvs0), C(kube_proxy_mode) (empty when kube-proxy did not answer), C(kube_proxy_unit).
+  returned: always
+  type: dict
+  sample: {interfaces: [{name: eth0, up: true, ipv4: [192.0.2.10/24]}], kube_ipvs0: false,
+           sysctls: {all: {rp_filter: 2, arp_ignore: 0, arp_announce: 0}}, kube_proxy_mode: nftables,
+           kube_proxy_unit: false}
+"""
+
+import json
+import os
+import urllib.request
+
+from ansible.module_utils.basic import AnsibleModule
+
+SYSCTLS = ("rp_filter", "arp_ignore", "arp_announce")
+
+
+def read_int(path: str) -> int | None:
+    try:
+        with open(path) as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={"kube_proxy_metrics_url": {"type": "str", "default": "http://127.0.0.1:10249"}},
+        supports_check_mode=True,
+    )
+    ip = module.get_bin_path("ip", required=True)
+    rc, out, err = module.run_command([ip, "-j", "-4", "addr", "show"])
+    if rc != 0:
+        module.fail_json(msg=f"`ip -j -4 addr show` failed: {err.strip()}")
+        return
+    interfaces = []
+    for link in json.loads(out or "[]"):
+        flags = link.get("flags") or []
+        interfaces.append(
+            {
+                "name": link.get("ifname", ""),
+                "up": "UP" in flags and "LOWER_UP" in flags,
+                "ipv4": [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info") or [] if a.get("local")],
+            }
+        )
+    base = "/proc/sys/net/ipv4/conf"
+    scopes = ["all", "default", *(i["name"] for i in interfaces)]
+    sysctls = {scope: {key: read_int(os.path.join(base, scope, key)) for key in SYSCTLS} for scope in scopes}
+    mode = ""
+    try:
+        with urllib.request.urlopen(module.params["kube_proxy_metrics_url"] + "/proxyMode", timeout=2) as answer:
+            mode = answer.read(64).decode("ascii", "replace").strip()
+    except (OSError, ValueError):
+        pass  # not kube-proxy, not listening there, or Cilium's replacement: the report says "unknown"
+    systemctl = module.get_bin_path("systemctl")
+    unit = False
+    if systemctl:
+        rc, out, _ = module.run_command([systemctl, "show", "-P", "LoadState", "kube-proxy.service"])
+        unit = rc == 0 and out.strip() == "loaded"
+    module.exit_json(
+        changed=False,
+        node={
+            "interfaces": interfaces,
+            "sysctls": sysctls,
+            "kube_ipvs0": os.path.exists("/sys/class/net/kube-ipvs0"),
+            "kube_proxy_mode": mode,
+            "kube_proxy_unit": unit,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
