@@ -21,6 +21,7 @@ Cilium's kube-proxy replacement is a dataplane l2lb works with; it is reported a
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -37,7 +38,6 @@ FINDING_IDS = (IPVS_STRICT_ARP, K3S_SERVICELB, OTHER_LOAD_BALANCER, MULTI_NIC_SY
 KUBE_PROXY_CONFIGMAP = ("kube-system", "kube-proxy", "config.conf")
 CILIUM_CONFIGMAP = ("kube-system", "cilium-config")
 K3S_SVCLB_LABEL = "svccontroller.k3s.cattle.io/svcname"
-K3S_ENABLELB_LABEL = "svccontroller.k3s.cattle.io/enablelb"
 # Interfaces that are not NICs on the LAN: never counted as "several NICs in one subnet".
 _VIRTUAL = re.compile(r"^(lo|kube-ipvs0|cni\d*|flannel\..*|cilium_.*|lxc.*|vxlan.*|veth.*|docker\d*|cali.*|tunl\d*)$")
 
@@ -123,8 +123,9 @@ def cluster_facts(
         ):
             facts["servicelb"].append(ref)
             continue
-        if kind == "Pod" and _meta(obj).get("ownerReferences"):
-            continue  # a DaemonSet's or Deployment's pod: judged by its owner
+        owners = _meta(obj).get("ownerReferences") or []
+        if kind == "Pod" and any(isinstance(o, Mapping) and o.get("kind") != "Node" for o in owners):
+            continue  # a DaemonSet's or Deployment's pod: judged by its owner (a static Pod's owner is its Node)
         impl = _implementation(obj, labels, meta_name, images)
         if impl is None:
             continue
@@ -132,8 +133,9 @@ def cluster_facts(
         entry["objects"].append(f"{kind} {ref}")
         entry["lb_class"] = entry["lb_class"] or impl["lb_class"]
     for node in nodes:
-        if str(_labels(node).get(K3S_ENABLELB_LABEL, "")).lower() == "true":
-            facts["servicelb"].append(f"Node {_meta(node).get('name')} (label {K3S_ENABLELB_LABEL}=true)")
+        servers_args = k3s_server_args(node)
+        if servers_args is not None and not servicelb_disabled(servers_args):
+            facts["servicelb"].append(f"k3s server {_meta(node).get('name')} (started without --disable=servicelb)")
     facts["implementations"] = sorted(found.values(), key=lambda e: e["name"])
     return facts
 
@@ -142,8 +144,10 @@ def _implementation(obj: Mapping[str, Any], labels: Mapping[str, Any], name: str
     """{name, lb_class} when ``obj`` runs another LoadBalancer implementation that handles Services."""
     containers = _containers(obj)
     if labels.get("app.kubernetes.io/name") == "metallb" or labels.get("app") == "metallb" or "metallb/" in images:
-        lb_class = next((a.split("=", 1)[1] for c in containers for a in _args(c) if a.startswith("--lb-class=")), "")
-        return {"name": "MetalLB", "lb_class": lb_class}
+        return {
+            "name": "MetalLB",
+            "lb_class": next(filter(None, (_flag(_args(c), "--lb-class") for c in containers)), ""),
+        }
     if "kube-vip-cloud-provider" in images or name.startswith("kube-vip-cloud-provider"):
         return {"name": "kube-vip cloud provider", "lb_class": ""}
     if "kube-vip/kube-vip" in images or name.startswith("kube-vip"):
@@ -156,6 +160,47 @@ def _implementation(obj: Mapping[str, Any], labels: Mapping[str, Any], name: str
             "lb_class": (env.get("lb_class_name") or "kube-vip.io/kube-vip-class") if only else "",
         }
     return None
+
+
+def _flag(args: Sequence[str], name: str) -> str:
+    """The value of ``--name=value`` or ``--name value`` in an argument list ("" when absent)."""
+    for index, arg in enumerate(args):
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+        if arg == name and index + 1 < len(args):
+            return args[index + 1]
+    return ""
+
+
+def k3s_server_args(node: Mapping[str, Any]) -> list[str] | None:
+    """A k3s server's command line, from the ``k3s.io/node-args`` annotation k3s puts on its Node (flags from
+    /etc/rancher/k3s/config.yaml included); None for other nodes (agents, other distributions)."""
+    annotations = _meta(node).get("annotations")
+    raw = annotations.get("k3s.io/node-args") if isinstance(annotations, Mapping) else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        args = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(args, list) or not args or args[0] != "server":
+        return None
+    return [str(a) for a in args]
+
+
+def servicelb_disabled(args: Sequence[str]) -> bool:
+    """k3s server flags that turn ServiceLB off: --disable servicelb (repeatable, comma lists), --disable-servicelb,
+    or the old --no-deploy servicelb."""
+    if "--disable-servicelb" in args:
+        return True
+    for index, arg in enumerate(args):
+        for flag in ("--disable", "--no-deploy"):
+            value = arg.split("=", 1)[1] if arg.startswith(flag + "=") else None
+            if arg == flag and index + 1 < len(args):
+                value = args[index + 1]
+            if value is not None and "servicelb" in (v.strip() for v in value.split(",")):
+                return True
+    return False
 
 
 def _effective(sysctls: Mapping[str, Any], iface: str, key: str) -> int | None:

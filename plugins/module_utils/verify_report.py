@@ -104,7 +104,9 @@ def _diagnose_ip(
 
     ready = service.get("ready_endpoints")
     local = service.get("external_traffic_policy") == "Local"
-    if ready == 0:  # None: EndpointSlices were not readable, so nothing is known
+    # None: EndpointSlices were not readable. A TCP check that got through wins: endpoints that are terminating
+    # but still serving (a drain) are not ready, yet kube-proxy keeps sending traffic to them.
+    if ready == 0 and not any(t.get("ok") for t in ports):
         row["diagnosis"] = (
             f"no ready endpoints: {row['service']} has no ready backend in its EndpointSlices (no Pod matches its "
             "selector, or none is Ready), so "

@@ -15,7 +15,8 @@ description:
     that C(ipvs.strictARP) is C(true), changing that one line (or adding it under C(ipvs:)) and nothing else, then
     restarts the C(kube-system/kube-proxy) DaemonSet's pods the way C(kubectl rollout restart) does.
   - A kube-proxy not run by that DaemonSet (a systemd unit on the nodes) must be restarted on the nodes; the result
-    says so (C(restarted=none)). Nothing changes when strictARP is already true.
+    says so (C(restarted=none)). Nothing changes when strictARP is already true, unless I(restart) asks to
+    restart kube-proxy anyway (the ConfigMap was fixed by hand, but the running kube-proxy never read it).
 author:
   - baremetal.l2lb contributors
 extends_documentation_fragment:
@@ -29,6 +30,10 @@ options:
     description: Name of the ConfigMap and of the DaemonSet.
     type: str
     default: kube-proxy
+  restart:
+    description: Restart kube-proxy's DaemonSet even when the ConfigMap already says strictARP true.
+    type: bool
+    default: false
 attributes:
   check_mode:
     support: full
@@ -79,11 +84,18 @@ def with_strict_arp(text: str) -> str:
     return text[: block.start(1)] + body + text[block.end(1) :]
 
 
+def restart_patch(now: datetime.datetime) -> dict:
+    """What ``kubectl rollout restart`` patches into a DaemonSet: a restartedAt annotation on its pod template."""
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "namespace": {"type": "str", "default": "kube-system"},
             "name": {"type": "str", "default": "kube-proxy"},
+            "restart": {"type": "bool", "default": False},
             **AUTH_ARG_SPEC,
         },
         supports_check_mode=True,
@@ -101,22 +113,18 @@ def main() -> None:
             return
         before = config_map["data"][KEY]
         after = with_strict_arp(before)
-        if after == before:
+        if after == before and not module.params["restart"]:
             module.exit_json(changed=False, restarted="no")
             return
         diff = {"before": before, "after": after, "before_header": f"{namespace}/{name} {KEY}"}
-        restarted = "none"
         daemonset = client.get_daemonset(namespace, name)
-        if daemonset is not None:
-            restarted = "daemonset"
+        restarted = "daemonset" if daemonset is not None else "none"
         if not module.check_mode:
-            client.patch_config_map(namespace, name, {"data": {KEY: after}})
+            if after != before:
+                client.patch_config_map(namespace, name, {"data": {KEY: after}})
             if daemonset is not None:
-                now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 (Python < 3.11 controllers).strftime("%Y-%m-%dT%H:%M:%SZ")
-                annotation = {"kubectl.kubernetes.io/restartedAt": now}
-                client.patch_daemonset(
-                    namespace, name, {"spec": {"template": {"metadata": {"annotations": annotation}}}}
-                )
+                now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 (controllers on Python < 3.11)
+                client.patch_daemonset(namespace, name, restart_patch(now))
     except KubeError as exc:
         module.fail_json(msg=str(exc))
         return

@@ -87,7 +87,8 @@ def main() -> None:
     sysctls = {scope: {key: read_int(os.path.join(base, scope, key)) for key in SYSCTLS} for scope in scopes}
     mode = ""
     try:
-        with urllib.request.urlopen(module.params["kube_proxy_metrics_url"] + "/proxyMode", timeout=2) as answer:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through an http_proxy
+        with direct.open(module.params["kube_proxy_metrics_url"] + "/proxyMode", timeout=2) as answer:
             mode = answer.read(64).decode("ascii", "replace").strip()
     except (OSError, ValueError):
         pass  # not kube-proxy, not listening there, or Cilium's replacement: the report says "unknown"

@@ -12,11 +12,11 @@ short_description: Read what on a cluster would fight or break l2lb, before site
 version_added: "0.2.0"
 description:
   - Reads kube-proxy's ConfigMap (C(kube-system/kube-proxy), as kubeadm writes it; its mode and C(ipvs.strictARP)),
-    whether kube-proxy runs as the C(kube-system/kube-proxy) DaemonSet, k3s's ServiceLB (C(svclb-*) DaemonSets,
-    nodes labelled C(svccontroller.k3s.cattle.io/enablelb)), other LoadBalancer implementations (MetalLB, kube-vip
-    in services mode, the kube-vip cloud provider; their DaemonSets, Deployments and kube-system static Pods, and
-    the C(loadBalancerClass) each is limited to), and Cilium's C(kube-system/cilium-config) (L2 announcements,
-    kube-proxy replacement).
+    whether kube-proxy runs as the C(kube-system/kube-proxy) DaemonSet, k3s's ServiceLB (C(svclb-*) DaemonSets, k3s
+    servers whose C(k3s.io/node-args) lack C(--disable servicelb)), other LoadBalancer implementations (MetalLB,
+    kube-vip in services mode, the kube-vip cloud provider; their DaemonSets, Deployments and kube-system static
+    Pods, and the C(loadBalancerClass) each is limited to), and Cilium's C(kube-system/cilium-config) (L2
+    announcements, kube-proxy replacement).
   - Read-only. The P(baremetal.l2lb.preflight_report#filter) filter judges these facts with the nodes' own
     (M(baremetal.l2lb.node_preflight_info)).
 author:

@@ -845,16 +845,11 @@ class Backends:
                 ]}],
             },
         }  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.core.create_namespaced_pod(DEMO_NAMESPACE, body)
-                break
-            except self.errors as exc:
-                # Right after `up` the service account controller may not have created "default" yet.
-                if exc.status != 403 or "serviceaccount" not in str(exc.body) or time.monotonic() > deadline:
-                    raise LabError(f"creating Pod {name}: {exc.status} {exc.reason}: {exc.body}") from None
-                time.sleep(0.3)
+        try:
+            self._create_pod(name, body)
+        except BaseException:
+            run(in_node(pid, ["systemctl", "stop", f"l2lb-backend@{name}.service"]), check=False)  # no orphan
+            raise
         node_ip = next(n.ip for n in NODES if n.name == node)
         started = now_rfc3339()
         status = {
@@ -866,6 +861,18 @@ class Backends:
         self.core.patch_namespaced_pod_status(name, DEMO_NAMESPACE, {"status": status})
         self.set_ready(name, ready)
         return name
+
+    def _create_pod(self, name: str, body: Any) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.core.create_namespaced_pod(DEMO_NAMESPACE, body)
+                return
+            except self.errors as exc:
+                # Right after `up` the service account controller may not have created "default" yet.
+                if exc.status != 403 or "serviceaccount" not in str(exc.body) or time.monotonic() > deadline:
+                    raise LabError(f"creating Pod {name}: {exc.status} {exc.reason}: {exc.body}") from None
+                time.sleep(0.3)
 
     def set_ready(self, name: str, ready: bool) -> None:
         """The Pod's Ready condition, as a kubelet sets it from a readiness probe (the process keeps running)."""

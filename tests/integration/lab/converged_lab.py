@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -182,6 +183,18 @@ class Converged:
                 self.in_node(node, "systemctl", "kill", "--signal=SIGCONT", "l2lb-agent.service")
 
 
+def undo_all(*steps: Callable[[], object]) -> None:
+    """Run every repair step even when one fails (later tests need them all), then raise the first failure."""
+    errors: list[BaseException] = []
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
 # -- watching the Service IPs from the client while something breaks ---------------------------------
 
 
@@ -195,6 +208,36 @@ def start_ready(cmd: list[str], what: str, stderr: int = subprocess.PIPE) -> sub
         proc.wait(10)
         raise AssertionError(f"{what} did not start: {ready!r}")
     return proc
+
+
+class JsonLines:
+    """A JSON-lines prober started with :func:`start_ready` whose output is read as it comes, by threads: a pipe
+    left unread fills within seconds at these rates, and the prober then blocks and stops probing."""
+
+    def __init__(self, cmd: list[str], what: str) -> None:
+        self.proc = start_ready(cmd, what)
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self.readers = [
+            threading.Thread(target=lambda: self.lines.extend(self.proc.stdout or []), daemon=True),
+            threading.Thread(target=lambda: self.errors.extend(self.proc.stderr or []), daemon=True),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    def stop(self) -> list[dict[str, Any]]:
+        """End of stdin stops it; every event it wrote."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait(10)
+        for reader in self.readers:
+            reader.join(10)
+        return [json.loads(line) for line in self.lines if line.strip()]
 
 
 PROBE_INTERVAL_MS = 50
@@ -231,22 +274,21 @@ class ArpRecord:
 @contextmanager
 def arp_watch(ips: list[str], records: dict[str, ArpRecord]) -> Iterator[None]:
     """Probe each IP from the client every 50 ms (tests/arpprobe.py) for the duration of the block."""
-    procs: dict[str, subprocess.Popen[str]] = {}
+    probers: dict[str, JsonLines] = {}
     env_cmd = ["env", f"PYTHONPATH={lab.REPO / 'tests'}"]
     try:
         for ip in ips:
             argv = [*env_cmd, lab.lab_python(), "-m", "arpprobe", "--iface", lab.CLIENT_IF, "--target", ip]
             argv += ["--interval-ms", str(PROBE_INTERVAL_MS), "--stop-on-eof"]
-            procs[ip] = start_ready(lab.in_client(argv), f"arpprobe for {ip}")
+            probers[ip] = JsonLines(lab.in_client(argv), f"arpprobe for {ip}")
         yield
     finally:
-        for ip, proc in procs.items():
-            out, _ = proc.communicate(input="", timeout=30)
-            probes = []
-            for line in out.splitlines():
-                event = json.loads(line)
-                if event.get("type") == "probe":
-                    probes.append((float(event["sent"]), [reply["mac"] for reply in event["replies"]]))
+        for ip, prober in probers.items():
+            probes = [
+                (float(event["sent"]), [reply["mac"] for reply in event["replies"]])
+                for event in prober.stop()
+                if event.get("type") == "probe"
+            ]
             records[ip] = ArpRecord(ip, probes)
 
 
@@ -281,14 +323,13 @@ def tcp_watch(ip: str, port: int, records: dict[str, TcpRecord], interval_ms: in
     """Connect to ``ip:port`` from the client every ``interval_ms`` (tests/tcpprobe.py) during the block."""
     argv = ["env", f"PYTHONPATH={lab.REPO / 'tests'}", lab.lab_python(), "-m", "tcpprobe", "--target", ip]
     argv += ["--port", str(port), "--interval-ms", str(interval_ms), "--stop-on-eof"]
-    proc = start_ready(lab.in_client(argv), f"tcpprobe for {ip}")
+    prober = JsonLines(lab.in_client(argv), f"tcpprobe for {ip}")
     try:
         yield
     finally:
-        out, _ = proc.communicate(input="", timeout=30)
-        probes = []
-        for line in out.splitlines():
-            event = json.loads(line)
-            if event.get("type") == "probe":
-                probes.append((float(event["sent"]), bool(event["ok"]), str(event["answer"])))
+        probes = [
+            (float(event["sent"]), bool(event["ok"]), str(event["answer"]))
+            for event in prober.stop()
+            if event.get("type") == "probe"
+        ]
         records[f"{ip}:{port}"] = TcpRecord(f"{ip}:{port}", probes)

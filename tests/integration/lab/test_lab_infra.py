@@ -263,10 +263,10 @@ def test_backend_commands_change_what_endpointslices_say(
     # Terminating: deleted with a grace period it stays listed, not ready but still serving, until it is gone.
     removal = subprocess.Popen(
         [sys.executable, str(lab.REPO / "tests/lab/lab.py"), "--state-dir", str(lab_up.state_dir),
-         "--inventory-dir", str(lab_up.inventory_dir), "backend", "remove", name, "--grace", "4"],
+         "--inventory-dir", str(lab_up.inventory_dir), "backend", "remove", name, "--grace", "10"],
     )  # fmt: skip
     try:
-        _eventually("it to be terminating", lambda: endpoints().get(name, {}).get("terminating") is True, timeout=4)
+        _eventually("it to be terminating", lambda: endpoints().get(name, {}).get("terminating") is True, timeout=10)
         assert endpoints()[name]["serving"] is True
     finally:
         assert removal.wait(60) == 0

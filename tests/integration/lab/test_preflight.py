@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from converged_lab import Converged
+from converged_lab import Converged, undo_all
 from kubernetes import client
 from lab_harness import lab
 
@@ -70,6 +70,21 @@ def test_ipvs_without_strict_arp_stops_site_and_the_fix_mends_it(lab_: Converged
         assert _says(proc, "kube-proxy-ipvs-strict-arp: kube-proxy runs in IPVS mode without strictARP on l2lb-node1, ")
         assert _says(proc, "l2lb_fix_kube_proxy_strict_arp=true") and _says(proc, "(nothing was changed)")
 
+        # Check mode: says what it would change, changes nothing, and does not stop on what it would fix.
+        dry = _preflight(lab_, "--check", "--diff", "-e", "l2lb_fix_kube_proxy_strict_arp=true")
+        assert dry.returncode == 0, dry.stdout[-3000:]
+        assert _says(dry, "+  strictARP: true") and _says(dry, "-  strictARP: false"), dry.stdout[-3000:]
+        config = lab_.core.read_namespaced_config_map("kube-proxy", "kube-system").data["config.conf"]
+        assert re.search(r"(?m)^  strictARP: false$", config), config
+        # The half-done fix MetalLB's docs lead to: the ConfigMap edited, kube-proxy never restarted. The nodes
+        # still answer ARP for kube-ipvs0's addresses, so preflight still stops, and its fix restarts kube-proxy.
+        lab_.core.patch_namespaced_config_map(
+            "kube-proxy",
+            "kube-system",
+            {"data": {"config.conf": config.replace("strictARP: false", "strictARP: true")}},
+        )
+        assert _preflight(lab_).returncode != 0
+
         fixed = _preflight(lab_, "-e", "l2lb_fix_kube_proxy_strict_arp=true")
         assert fixed.returncode == 0, fixed.stdout[-3000:]
         config = lab_.core.read_namespaced_config_map("kube-proxy", "kube-system").data["config.conf"]
@@ -81,10 +96,11 @@ def test_ipvs_without_strict_arp_stops_site_and_the_fix_mends_it(lab_: Converged
         assert again.returncode == 0 and _changed(again) == 0, again.stdout[-3000:]
         assert _says(again, "INFO     dataplane: kube-proxy in nftables mode (IPVS: strictARP checked above)")
     finally:
-        lab_.lab_cli("kube-proxy", "nftables")
-        _reset_arp_sysctls(lab_)
-        for ip in (lab_.ip(name) for name in ("lab-echo", "lab-local", "lab-dns-tcp")):
-            lab_.forget_neighbour(ip)
+        undo_all(
+            lambda: lab_.lab_cli("kube-proxy", "nftables"),
+            lambda: _reset_arp_sysctls(lab_),
+            *(lambda n=name: lab_.forget_neighbour(lab_.ip(n)) for name in ("lab-echo", "lab-local", "lab-dns-tcp")),
+        )
 
 
 @contextmanager
@@ -180,7 +196,9 @@ def test_several_nics_in_one_subnet_warn_and_the_fix_sets_the_sysctls(lab_: Conv
         again = _preflight(lab_, "-e", "l2lb_fix_node_sysctls=true")
         assert again.returncode == 0 and _changed(again) == 0 and "multi-nic-sysctls" not in again.stdout
     finally:
-        lab.run(["ip", "link", "del", SECOND_NIC], check=False)
-        lab_.in_node(node, "rm", "-f", "/etc/sysctl.d/90-l2lb.conf")
-        lab_.in_node(node, "sysctl", "-q", "-w", f"net.ipv4.conf.all.rp_filter={rp_filter}")
-        _reset_arp_sysctls(lab_)
+        undo_all(
+            lambda: lab.run(["ip", "link", "del", SECOND_NIC], check=False),
+            lambda: lab_.in_node(node, "rm", "-f", "/etc/sysctl.d/90-l2lb.conf"),
+            lambda: lab_.in_node(node, "sysctl", "-q", "-w", f"net.ipv4.conf.all.rp_filter={rp_filter}"),
+            lambda: _reset_arp_sysctls(lab_),
+        )

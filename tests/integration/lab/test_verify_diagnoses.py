@@ -40,6 +40,7 @@ from converged_lab import (
     WORKER_LABEL,
     WORKERS,
     Converged,
+    undo_all,
 )
 from lab_harness import lab
 
@@ -224,10 +225,10 @@ def test_no_ready_endpoints_is_not_an_arp_problem(lab_: Converged) -> None:
         lab_.wait_for("lab-local to lose its node", lambda: not lab_.holder(LOCAL))
         report = lab_.verify()
     finally:
-        for backend in echo_backends:
-            lab_.lab_cli("backend", "add", ECHO, backend["node"])
-        for backend in local_backends:
-            lab_.lab_cli("backend", "ready", backend["name"])
+        undo_all(
+            *(lambda b=b: lab_.lab_cli("backend", "add", ECHO, b["node"]) for b in echo_backends),
+            *(lambda b=b: lab_.lab_cli("backend", "ready", b["name"]) for b in local_backends),
+        )
     why = report.diagnosis(f"{NAMESPACE}/{ECHO}")
     assert why.startswith(f"no ready endpoints: {NAMESPACE}/{ECHO} has no ready backend"), report.text
     assert "kube-proxy has nowhere to send its traffic" in why, report.text

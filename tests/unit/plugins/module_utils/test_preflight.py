@@ -3,6 +3,7 @@ must not be flagged (kube-vip for the control plane only, a MetalLB limited to i
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ansible_collections.baremetal.l2lb.plugins.module_utils.preflight import (
@@ -61,13 +62,23 @@ def test_ipvs_without_strict_arp_is_an_error_with_the_fix() -> None:
     assert "ipvs-strict-arp=true" in findings(cluster_facts([], [], {}), nodes)[0]["fix"]
 
 
-def test_k3s_servicelb_from_its_daemonsets_or_node_labels() -> None:
+def _k3s_node(*args: str) -> dict[str, Any]:
+    return {"metadata": {"name": "n1", "annotations": {"k3s.io/node-args": json.dumps(list(args))}}}
+
+
+def test_k3s_servicelb_from_its_daemonsets_or_the_servers_flags() -> None:
     svclb = _workload("DaemonSet", "kube-system", "svclb-web-1a2b3c4d", {"svccontroller.k3s.cattle.io/svcname": "web"})
-    node = {"metadata": {"name": "n1", "labels": {"svccontroller.k3s.cattle.io/enablelb": "true"}}}
-    for cluster in (cluster_facts([svclb], [], {}), cluster_facts([], [node], {})):
+    # A fresh k3s server has no svclb-* DaemonSet yet (they come with the first LoadBalancer Service): its flags tell.
+    fresh = _k3s_node("server", "--write-kubeconfig-mode", "644", "--disable", "traefik")
+    for cluster in (cluster_facts([svclb], [], {}), cluster_facts([], [fresh], {})):
         found = findings(cluster, {})
         assert _ids(found) == ["k3s-servicelb"]
         assert "--disable=servicelb" in found[0]["fix"]
+    for disabled in (("server", "--disable", "traefik,servicelb"), ("server", "--disable=servicelb"),
+                     ("server", "--disable-servicelb"), ("server", "--no-deploy", "servicelb")):  # fmt: skip
+        assert _ids(findings(cluster_facts([], [_k3s_node(*disabled)], {}), {})) == [], disabled
+    agent = _k3s_node("agent", "--server", "https://192.0.2.1:6443")
+    assert _ids(findings(cluster_facts([], [agent], {}), {})) == []
 
 
 def test_other_implementations_and_their_class_separation() -> None:
@@ -77,12 +88,18 @@ def test_other_implementations_and_their_class_separation() -> None:
     assert _ids(found) == ["other-load-balancer"]
     assert "MetalLB (DaemonSet metallb-system/speaker, Deployment metallb-system/controller)" in found[0]["message"]
     assert "migrate_metallb.yml" in found[0]["fix"] and "--lb-class" in found[0]["fix"]
-    separated = _workload("Deployment", "metallb-system", "controller", {"app": "metallb"}, args=["--lb-class=metallb"])
-    found = findings(cluster_facts([separated], [], {}), {})
-    assert _ids(found) == [] and _ids(found, INFO) == ["other-load-balancer"]
+    for args in (["--lb-class=metallb"], ["--port=7472", "--lb-class", "metallb"]):
+        separated = _workload("Deployment", "metallb-system", "controller", {"app": "metallb"}, args=args)
+        found = findings(cluster_facts([separated], [], {}), {})
+        assert _ids(found) == [] and _ids(found, INFO) == ["other-load-balancer"], args
     vip = [{"name": "svc_enable", "value": "true"}]
     kube_vip = _workload("Pod", "kube-system", "kube-vip-n1", image="ghcr.io/kube-vip/kube-vip:v1.2.0", env=vip)
     assert _ids(findings(cluster_facts([kube_vip], [], {}), {})) == ["other-load-balancer"]
+    # As the API shows a static Pod (kubeadm HA: /etc/kubernetes/manifests/kube-vip.yaml): owned by its Node.
+    static = {**kube_vip, "metadata": {**kube_vip["metadata"], "ownerReferences": [{"kind": "Node", "name": "n1"}]}}
+    assert _ids(findings(cluster_facts([static], [], {}), {})) == ["other-load-balancer"]
+    owned = {**kube_vip, "metadata": {**kube_vip["metadata"], "ownerReferences": [{"kind": "DaemonSet", "name": "x"}]}}
+    assert _ids(findings(cluster_facts([owned], [], {}), {})) == []  # judged by its DaemonSet instead
     control_plane_only = _workload("Pod", "kube-system", "kube-vip-n1", image="ghcr.io/kube-vip/kube-vip:v1.2.0")
     assert _ids(findings(cluster_facts([control_plane_only], [], {}), {})) == []
     vip_only = [*vip, {"name": "lb_class_only", "value": "true"}]

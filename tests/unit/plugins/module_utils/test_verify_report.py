@@ -167,6 +167,9 @@ def test_no_ready_endpoints_is_named_before_any_arp_verdict() -> None:
         row = _only_row(build_report([service], _leases(), _probe(MAC2), failed))
         assert not row["ok"] and row["diagnosis"].startswith("no ready endpoints: default/web has no ready backend")
         assert words in row["diagnosis"], row["diagnosis"]
+    # Draining: no ready endpoint, but terminating ones still serve and the TCP check got through: healthy.
+    draining = {**_svc(), "ready_endpoints": 0, "endpoint_nodes": {}}
+    assert _only_row(build_report([draining], _leases(), _probe(MAC2), TCP_OK))["ok"]
     # Unknown (EndpointSlices not readable): no endpoint verdict, the usual ones apply.
     row = _only_row(build_report([{**_svc(), "ready_endpoints": None}], _leases(), _probe(MAC2), failed))
     assert row["diagnosis"].startswith("ARP fine (n2 answers) but TCP fails")

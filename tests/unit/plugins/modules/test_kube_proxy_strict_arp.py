@@ -29,3 +29,16 @@ def test_strict_arp_is_added_where_missing() -> None:
         "mode: ipvs\nipvs:\n  strictARP: true\n  scheduler: rr\nkind: X\n"
     )
     assert with_strict_arp("mode: ipvs\n") == "mode: ipvs\nipvs:\n  strictARP: true\n"
+
+
+def test_restart_patch_is_what_kubectl_rollout_restart_writes() -> None:
+    import datetime
+
+    from ansible_collections.baremetal.l2lb.plugins.modules.kube_proxy_strict_arp import restart_patch
+
+    now = datetime.datetime(2026, 12, 7, 17, 30, 5, 123456, tzinfo=datetime.timezone.utc)  # noqa: UP017
+    assert restart_patch(now) == {
+        "spec": {
+            "template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-12-07T17:30:05Z"}}}
+        }
+    }
