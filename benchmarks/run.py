@@ -1,6 +1,6 @@
 """Run the benchmarks, print the tables, write benchmarks/RESULTS.md.
 
-    python -m benchmarks.run [--size smoke|full] [--only api,failover,arp,ipam,ansible] [--output FILE]
+    python -m benchmarks.run [--size smoke|full] [--only api,failover,arp,ipam,ansible,handover] [--output FILE]
 
 ``full`` is what ``make bench`` runs (under 30 minutes on 2 cores, on a quiet machine); ``smoke`` runs every
 benchmark at a token size in well under two minutes, to prove the machinery works (the Ansible table is
@@ -12,6 +12,7 @@ are reported, not failures), 1 when a benchmark itself broke.
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 import signal
 import sys
@@ -25,13 +26,15 @@ from types import FrameType
 
 from benchmarks.common import REPO, Table, log, machine_facts
 
-ALL = ("api", "failover", "arp", "ipam", "ansible")
+ALL = ("api", "failover", "arp", "ipam", "ansible", "handover")
+LAB_TABLES = ("ansible", "handover")  # minutes each on the lab: not at size smoke
 TITLES = {
     "api": "1. API load",
     "failover": "2. Failover",
     "arp": "3. ARP responder",
     "ipam": "4. IPAM and scheduling",
     "ansible": "5. Ansible",
+    "handover": "6. Endpoint handover",
 }
 DEFAULT_OUTPUT = REPO / "benchmarks" / "RESULTS.md"
 
@@ -57,6 +60,10 @@ def runner(key: str) -> Callable[..., Table]:
         from benchmarks import ansible_run
 
         return ansible_run.run
+    if key == "handover":
+        from benchmarks import handover
+
+        return handover.run
     raise ValueError(key)
 
 
@@ -91,11 +98,43 @@ def render(tables: Sequence[Table], command: str, started: datetime, seconds: fl
     return "\n".join(lines)
 
 
+def merge(existing: str, tables: Sequence[Table], command: str, started: datetime) -> str:
+    """``existing`` results with the sections and summary rows of ``tables`` replaced (or added), and a line
+    saying which run measured them; everything else, machine facts included, stays as the full run wrote it."""
+    head, *sections = existing.split("\n## ")
+    by_number = {section.split(".", 1)[0]: section for section in sections}
+    rows = {t.title.split(".", 1)[0]: f"| {t.title.split(':')[0]} | {t.verdict} |" for t in tables}
+    for table in tables:
+        by_number[table.title.split(".", 1)[0]] = table.markdown().removeprefix("## ").rstrip("\n") + "\n"
+    lines = head.splitlines()
+    summary = [i for i, line in enumerate(lines) if re.match(r"^\| \d+\. ", line)]
+    for number, row in rows.items():
+        match = [i for i in summary if lines[i].startswith(f"| {number}. ")]
+        if match:
+            lines[match[0]] = row
+        elif summary:
+            lines.insert(summary[-1] + 1, row)
+            summary.append(summary[-1] + 1)
+    note = (
+        f"- **Merged:** table(s) {', '.join(sorted(rows))} re-measured on {started.strftime('%Y-%m-%d %H:%M UTC')} "
+        f"by `{command}` on the same machine; the other tables are from the run above."
+    )
+    lines.insert(next((i for i, line in enumerate(lines) if not line.startswith("- **")
+                       and i > 2 and lines[i - 1].startswith("- **")), len(lines)), note)  # fmt: skip
+    ordered = [by_number[key] for key in sorted(by_number, key=int)]
+    return "\n".join(lines) + "\n\n## " + "\n## ".join(ordered)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=("smoke", "full"), default="full")
     parser.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(ALL)}")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the Markdown results")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: replace just these tables (section and summary row) in the existing output file",
+    )
     parser.add_argument(
         "--baseline-variant",
         choices=("update", "get-update"),
@@ -116,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     else:
-        selected = [k for k in ALL if not (args.size == "smoke" and k == "ansible")]
+        selected = [k for k in ALL if not (args.size == "smoke" and k in LAB_TABLES)]
 
     command = "python -m benchmarks.run " + " ".join(
         shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
@@ -144,10 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             tables.append(table)
             print(table.markdown(), flush=True)
     if args.size == "smoke" and not args.only:
-        skipped = Table(key="ansible", title=f"{TITLES['ansible']}: skipped at size smoke", columns=[])
-        skipped.verdict = "not run at size smoke (one site.yml run takes minutes); run --size full or --only ansible"
-        tables.append(skipped)
-    text = render(tables, command, started, time.monotonic() - t0, args.size)
+        for key in LAB_TABLES:
+            skipped = Table(key=key, title=f"{TITLES[key]}: skipped at size smoke", columns=[])
+            skipped.verdict = f"not run at size smoke (minutes on the lab); run --size full or --only {key}"
+            tables.append(skipped)
+    if args.merge and args.only and args.output.exists():
+        text = merge(args.output.read_text(), tables, command, started)
+    else:
+        text = render(tables, command, started, time.monotonic() - t0, args.size)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     log(f"wrote {args.output} in {(time.monotonic() - t0) / 60:.1f} min")

@@ -40,6 +40,7 @@ def test_smoke_run_writes_every_table(tmp_path: Path) -> None:
         "## 3. ARP responder",
         "## 4. IPAM and scheduling",
         "## 5. Ansible",
+        "## 6. Endpoint handover",
     ):
         assert title in text, f"{title} missing from {output}:\n{text[:2000]}"
     assert "benchmark failed" not in text, text
