@@ -50,6 +50,17 @@ def cilium_cluster(api: ControlPlane) -> Iterator[None]:
             core.patch_namespaced_service_status(
                 name, namespace, {"status": {"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}}
             )
+            # No selector: the Service's endpoints are its own EndpointSlice, one ready backend (without it verify
+            # would rightly say "no ready endpoints" first; this test is about the announcement).
+            client.DiscoveryV1Api(c).create_namespaced_endpoint_slice(
+                namespace,
+                {
+                    "metadata": {"name": f"{name}-backend", "labels": {"kubernetes.io/service-name": name}},
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": ["198.18.6.10"], "conditions": {"ready": True}, "nodeName": "worker1"}],
+                    "ports": [{"name": "http", "port": 80, "protocol": "TCP"}],
+                },
+            )
             if holder:
                 coordination.create_namespaced_lease(
                     LEASE_NS,
