@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from converged_lab import Converged
 from lab_harness import lab_up
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """test_lab_infra.py brings up and takes down a lab of its own, and the lab's names are global: it must run
+    before any module that uses the package's converged lab (which stays up until the package ends)."""
+    here = Path(__file__).parent
+    mine = [index for index, item in enumerate(items) if item.path.parent == here]
+    if not mine:
+        return
+    start, end = mine[0], mine[-1] + 1  # this package's items are contiguous in the session
+    block = items[start:end]
+    block.sort(key=lambda item: 0 if item.path.name == "test_lab_infra.py" else 1)  # stable: the rest keep order
+    items[start:end] = block
 
 
 @pytest.fixture(scope="package")
