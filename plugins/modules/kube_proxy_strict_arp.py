@@ -123,7 +123,7 @@ def main() -> None:
             if after != before:
                 client.patch_config_map(namespace, name, {"data": {KEY: after}})
             if daemonset is not None:
-                now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 (controllers on Python < 3.11)
+                now = datetime.datetime.now(datetime.timezone.utc)
                 client.patch_daemonset(namespace, name, restart_patch(now))
     except KubeError as exc:
         module.fail_json(msg=str(exc))

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .config import LeaseTiming
@@ -150,7 +150,7 @@ class Heartbeat(Worker):
             candidate=self.candidate and not self._draining,
             resource_version=self._rv,
             acquire_time=self._acquire_time,
-            now=datetime.now(UTC) + timedelta(seconds=self.clock_skew) if self.clock_skew else None,
+            now=datetime.now(timezone.utc) + timedelta(seconds=self.clock_skew) if self.clock_skew else None,
         )
 
     def _write(self) -> None:

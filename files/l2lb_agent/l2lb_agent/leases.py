@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from .config import LeaseTiming
@@ -34,7 +34,7 @@ def micro_time(when: datetime | None = None) -> str:
     Never a whole second: the kubernetes client re-serializes the body's times with ``isoformat()``, which
     drops a zero fraction, and kube-apiserver rejects a MicroTime without one (400) — one write in a million.
     """
-    moment = when or datetime.now(UTC)
+    moment = when or datetime.now(timezone.utc)
     if moment.microsecond == 0:
         moment = moment.replace(microsecond=1)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -52,7 +52,7 @@ def lease_duration(lease: Mapping[str, Any], default: float = 2.0) -> float:
         except ValueError:
             pass
     seconds = (lease.get("spec") or {}).get("leaseDurationSeconds")
-    return float(seconds) if isinstance(seconds, int | float) and seconds > 0 else default
+    return float(seconds) if isinstance(seconds, (int, float)) and seconds > 0 else default
 
 
 def lease_holder(lease: Mapping[str, Any] | None) -> str:

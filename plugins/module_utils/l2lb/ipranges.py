@@ -8,11 +8,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 from .problems import Problems, check_known_keys, expect_type, join_path
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Union, not |: this module runs on the nodes, whose Python may be 3.9.
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 
 @dataclass(frozen=True, order=True)

@@ -364,7 +364,7 @@ def _as_list(value: Any, what: str, problems: Problems) -> list[Any]:
         return []
     if isinstance(value, Mapping) and value.get("kind", "").endswith("List") and "items" in value:
         value = value["items"]
-    if not isinstance(value, list | tuple):
+    if not isinstance(value, (list, tuple)):
         expect_type(value, list, what, "", problems, f"list of {what}")
         return []
     return list(value)

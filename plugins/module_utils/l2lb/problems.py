@@ -72,13 +72,13 @@ def type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return "number"
     if isinstance(value, str):
         return "string"
     if isinstance(value, Mapping):
         return "mapping"
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return "list"
     return type(value).__name__
 

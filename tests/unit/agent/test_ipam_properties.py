@@ -217,7 +217,7 @@ def test_allocated_ips_lie_in_a_live_pool_that_selects_the_service(
             assert alloc.ips == ()
         versions = [ipaddress.ip_address(ip).version for ip in alloc.ips]
         assert len(set(versions)) == len(versions), "at most one IP per family"
-        for ip, pool_name in zip(alloc.ips, alloc.pools, strict=True):
+        for ip, pool_name in zip(alloc.ips, alloc.pools):  # lengths asserted above
             address = ipaddress.ip_address(ip)
             assert f"IPv{address.version}" in service.ip_families
             info = by_name[pool_name]
@@ -261,13 +261,11 @@ def test_no_two_unshared_services_on_one_ip(pool_list: list[PoolInfo], svcs: lis
 @given(pools(), services())
 def test_pool_status_counts(pool_list: list[PoolInfo], svcs: list[ServiceInfo]) -> None:
     result = allocate(pool_list, svcs)
+    assert all(len(alloc.ips) == len(alloc.pools) for alloc in result.services.values())
     for info in pool_list:
         status = result.pools[info.pool.name]
         distinct = {
-            ip
-            for alloc in result.services.values()
-            for ip, p in zip(alloc.ips, alloc.pools, strict=True)
-            if p == info.pool.name
+            ip for alloc in result.services.values() for ip, p in zip(alloc.ips, alloc.pools) if p == info.pool.name
         }
         assert status.used == len(distinct)
         addresses = {(v, x) for v, lo, hi in _usable(info) for x in range(lo, hi + 1)}

@@ -186,7 +186,9 @@ class _Scheduler:
 
 
 def _no_policy_message(members: Sequence[_Member], masks: Sequence[int]) -> str:
-    for member, mask in zip(members, masks, strict=True):
+    if len(members) != len(masks):
+        raise ValueError(f"{len(members)} members but {len(masks)} policy masks")
+    for member, mask in zip(members, masks):
         if not mask:
             field_name = "externalIPs" if member.external else "loadBalancerIPs"
             return f"no policy selects the Service {member.service.key} (no policy with {field_name}: true selects it)"

@@ -15,6 +15,7 @@ and callers back off for the server's Retry-After.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import re
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import urllib3
 from kubernetes import client
@@ -37,6 +39,8 @@ from ..model.render import GROUP, POLICY_KIND, POLICY_PLURAL, POOL_KIND, POOL_PL
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+# Whether the typed client methods take _content_type (kubernetes 36+); see KubeClient.merge_patch.
+_TYPED_CONTENT_TYPE = "_content_type" in inspect.signature(client.CoreV1Api.patch_namespaced_service).parameters
 DEFAULT_TIMEOUT = (2.0, 5.0)  # (connect, read) seconds for ordinary requests
 # Enough connections for every watch plus concurrent writes; urllib3 otherwise discards and re-dials.
 POOL_MAXSIZE = 32
@@ -349,45 +353,56 @@ class KubeClient:
     ) -> dict[str, Any]:
         return self.call("get", SERVICES, self.core.read_namespaced_service, name, namespace, timeout=timeout)
 
+    def merge_patch(
+        self, resource: Resource, typed: Callable[..., Any], args: tuple[Any, ...], path: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """PATCH one object (``typed(*args, body)``, at ``path``) with a JSON merge patch.
+
+        kubernetes 36+ (OpenAPI Generator 7) lets the typed method send it (``_content_type``). 35.0.0, the
+        newest release that runs on Python 3.9 and the one the agent pins, takes no ``_content_type`` and picks
+        ``application/json-patch+json`` for every body, so there the request goes through ``call_api`` (its
+        3-argument-path signature of that generation) with our own Content-Type. Same request either way.
+        """
+        if _TYPED_CONTENT_TYPE:
+            return self.call("patch", resource, typed, *args, dict(patch), _content_type=MERGE_PATCH)
+
+        def send(**kwargs: Any) -> Any:
+            return self.api.call_api(
+                path,
+                "PATCH",
+                header_params={"Accept": "application/json", "Content-Type": MERGE_PATCH},
+                body=dict(patch),
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                **kwargs,
+            )
+
+        return self.call("patch", resource, send)
+
     def patch_service(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """Merge-patch the Service object (metadata: our annotations)."""
-        return self.call(
-            "patch",
-            SERVICES,
-            self.core.patch_namespaced_service,
-            name,
-            namespace,
-            dict(patch),
-            _content_type=MERGE_PATCH,
-        )
+        path = _object_path(SERVICES, name, namespace)
+        return self.merge_patch(SERVICES, self.core.patch_namespaced_service, (name, namespace), path, patch)
 
     def patch_service_status(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
         """Merge-patch the status subresource (loadBalancer.ingress and conditions)."""
-        return self.call(
-            "patch",
-            SERVICES,
-            self.core.patch_namespaced_service_status,
-            name,
-            namespace,
-            dict(patch),
-            _content_type=MERGE_PATCH,
-        )
+        path = _object_path(SERVICES, name, namespace) + "/status"
+        return self.merge_patch(SERVICES, self.core.patch_namespaced_service_status, (name, namespace), path, patch)
 
     def create_event(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return self.call("create", EVENTS, self.core.create_namespaced_event, namespace, dict(body))
 
     def patch_pool_status(self, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
-        return self.call(
-            "patch",
-            POOLS,
-            self.custom.patch_cluster_custom_object_status,
-            POOLS.group,
-            POOLS.version,
-            POOLS.plural,
-            name,
-            dict(patch),
-            _content_type=MERGE_PATCH,
-        )
+        args = (POOLS.group, POOLS.version, POOLS.plural, name)
+        path = _object_path(POOLS, name) + "/status"
+        return self.merge_patch(POOLS, self.custom.patch_cluster_custom_object_status, args, path, patch)
+
+
+def _object_path(resource: Resource, name: str, namespace: str | None = None) -> str:
+    """The API path of one object: /api/v1/namespaces/ns/services/name, /apis/group/version/plural/name."""
+    prefix = f"/apis/{resource.group}/{resource.version}" if resource.group else f"/api/{resource.version}"
+    scope = f"/namespaces/{quote(namespace, safe='')}" if resource.namespaced and namespace else ""
+    return f"{prefix}{scope}/{resource.plural}/{quote(name, safe='')}"
 
 
 _OBJECT_ADDRESS_RE = re.compile(r" at 0x[0-9a-f]+")

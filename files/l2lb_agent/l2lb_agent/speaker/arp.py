@@ -48,9 +48,12 @@ class ArpKind(enum.Enum):
     REPLY = "reply"  # ordinary answer to someone's who-has
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ArpFrame:
     """An Ethernet II frame carrying an ARP packet for IPv4 over Ethernet."""
+
+    # Written out, not dataclass(slots=True): that needs Python 3.10 and the agent runs on 3.9.
+    __slots__ = ("dst_mac", "op", "sender_ip", "sender_mac", "src_mac", "target_ip", "target_mac")
 
     dst_mac: bytes
     src_mac: bytes
