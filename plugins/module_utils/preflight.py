@@ -26,6 +26,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from . import agent_platform
+
 ERROR, WARNING, INFO = "error", "warning", "info"
 
 IPVS_STRICT_ARP = "kube-proxy-ipvs-strict-arp"
@@ -33,6 +35,12 @@ K3S_SERVICELB = "k3s-servicelb"
 OTHER_LOAD_BALANCER = "other-load-balancer"
 MULTI_NIC_SYSCTLS = "multi-nic-sysctls"
 DATAPLANE = "dataplane"
+AGENT_PLATFORM = "agent-platform"
+AGENT_VENV = "agent-venv"
+SUPPORTED = (
+    "see each reason; supported are Debian 11-13, Ubuntu 22.04/24.04, RHEL-family 9/10 and Raspberry Pi OS "
+    "(64-bit), x86_64 or aarch64, with systemd and the system python3 (3.9 to 3.13)"
+)
 FINDING_IDS = (IPVS_STRICT_ARP, K3S_SERVICELB, OTHER_LOAD_BALANCER, MULTI_NIC_SYSCTLS, DATAPLANE)
 
 KUBE_PROXY_CONFIGMAP = ("kube-system", "kube-proxy", "config.conf")
@@ -356,6 +364,8 @@ def findings(
                 "to have site.yml write them to /etc/sysctl.d/90-l2lb.conf",
                 [name],
             )
+    if backend == "l2lb":
+        _agent_findings(nodes, add)
     modes = sorted({str(n.get("kube_proxy_mode")) for n in nodes.values() if n.get("kube_proxy_mode")})
     if cilium and cilium.get("kube_proxy_replacement"):
         add(DATAPLANE, INFO, "Cilium's kube-proxy replacement (supported: it serves LoadBalancer IPs "
@@ -367,6 +377,35 @@ def findings(
         add(DATAPLANE, INFO, "no kube-proxy answered on 127.0.0.1:10249/proxyMode and Cilium's kube-proxy "
             "replacement is not enabled; whatever forwards Service traffic, verify.yml's TCP check tells")  # fmt: skip
     return result
+
+
+def _agent_findings(nodes: Mapping[str, Mapping[str, Any]], add: Any) -> None:
+    """Whether each node can run the agent: its python3, CPU, C library, init system and venv package."""
+    platforms: dict[str, list[str]] = {}
+    for name, node in sorted(nodes.items()):
+        python = node.get("python")
+        if python is None:
+            continue  # facts from before the agent's checks existed
+        problems = list(python.get("problems") or [])
+        if not node.get("systemd", True):
+            problems.append("PID 1 is not systemd and the agent runs as a systemd service")
+        if problems:
+            add(AGENT_PLATFORM, ERROR, f"{name} cannot run the agent: " + "; ".join(problems), SUPPORTED, [name])
+            continue
+        platforms.setdefault(str(python.get("key")), []).append(name)
+        if python.get("missing_venv"):
+            family = str(node.get("os_family") or "")
+            package = agent_platform.venv_package(family)
+            if package:
+                add(AGENT_VENV, INFO, f"{name}: python3 has no ensurepip (python3 -m venv fails); the agent role "
+                    f"installs {package}", subjects=[name])  # fmt: skip
+            else:
+                add(AGENT_VENV, ERROR, f"{name}: python3 has no ensurepip, so python3 -m venv fails, and the OS "
+                    f"({family or 'unknown'}) is not one whose package the agent role knows",
+                    "install the package that provides Python's ensurepip/venv on that node", [name])  # fmt: skip
+    if platforms:
+        listed = ", ".join(f"{key} ({', '.join(names)})" for key, names in sorted(platforms.items()))
+        add(AGENT_PLATFORM, INFO, f"agent wheels per node platform: {listed}")
 
 
 def report(found: Sequence[Mapping[str, Any]], ignore: Iterable[str] = ()) -> dict[str, Any]:

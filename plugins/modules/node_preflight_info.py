@@ -15,6 +15,10 @@ description:
     state and IPv4 addresses, the C(rp_filter), C(arp_ignore) and C(arp_announce) sysctls (C(all), C(default) and
     per interface), whether kube-proxy's IPVS interface C(kube-ipvs0) exists, the mode kube-proxy reports on
     U(http://127.0.0.1:10249/proxyMode) (if it answers), and whether a C(kube-proxy.service) unit is installed.
+  - For the agent's install, the system C(python3) the agent's venv is made with (version, CPU, C library,
+    whether C(venv) and C(ensurepip) are there), whether systemd runs the node, and the OS family from
+    C(/etc/os-release); C(python.key) names the wheelhouse directory this node needs and C(python.problems)
+    says why the agent cannot be installed here (empty when it can).
   - Read-only. The P(baremetal.l2lb.preflight_report#filter) filter judges these facts.
 author:
   - baremetal.l2lb contributors
@@ -37,12 +41,17 @@ RETURN = r"""
 node:
   description: >-
     C(interfaces) (C({name, up, ipv4})), C(sysctls) (scope -> C({rp_filter, arp_ignore, arp_announce})),
-    C(kube_ipvs0), C(kube_proxy_mode) (empty when kube-proxy did not answer), C(kube_proxy_unit).
+    C(kube_ipvs0), C(kube_proxy_mode) (empty when kube-proxy did not answer), C(kube_proxy_unit),
+    C(systemd) (PID 1 is systemd), C(os_family) (C(Debian), C(RedHat), C(Alpine) or the C(ID) of
+    C(/etc/os-release)), C(python) (C({executable, version, implementation, machine, libc, libc_version, venv,
+    ensurepip, key, problems, missing_venv}); C(error) instead when C(python3) did not run).
   returned: always
   type: dict
   sample: {interfaces: [{name: eth0, up: true, ipv4: [192.0.2.10/24]}], kube_ipvs0: false,
            sysctls: {all: {rp_filter: 2, arp_ignore: 0, arp_announce: 0}}, kube_proxy_mode: nftables,
-           kube_proxy_unit: false}
+           kube_proxy_unit: false, systemd: true, os_family: Debian,
+           python: {version: 3.11.2, machine: x86_64, libc: glibc, libc_version: "2.36", key: cp311-x86_64-glibc2.36,
+                    venv: true, ensurepip: false, missing_venv: true, problems: []}}
 """
 
 import json
@@ -50,6 +59,8 @@ import os
 import urllib.request
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.baremetal.l2lb.plugins.module_utils import agent_platform
 
 SYSCTLS = ("rp_filter", "arp_ignore", "arp_announce")
 
@@ -60,6 +71,47 @@ def read_int(path: str) -> int | None:
             return int(handle.read().strip())
     except (OSError, ValueError):
         return None
+
+
+OS_FAMILIES = {
+    "debian": "Debian", "ubuntu": "Debian", "raspbian": "Debian",
+    "rhel": "RedHat", "centos": "RedHat", "fedora": "RedHat", "rocky": "RedHat", "almalinux": "RedHat",
+    "alpine": "Alpine",
+}  # fmt: skip
+
+
+def os_family(path: str = "/etc/os-release") -> str:
+    """Debian, RedHat or Alpine from ID and ID_LIKE; the plain ID when it is none of them."""
+    fields = {}
+    try:
+        with open(path) as handle:
+            for line in handle:
+                name, _, value = line.strip().partition("=")
+                fields[name] = value.strip().strip('"')
+    except OSError:
+        return ""
+    for word in [fields.get("ID", ""), *fields.get("ID_LIKE", "").split()]:
+        if word in OS_FAMILIES:
+            return OS_FAMILIES[word]
+    return fields.get("ID", "")
+
+
+def python_facts(module: AnsibleModule) -> dict:
+    """What the node's system python3 (the one the agent's venv is made with) is, and what it lacks."""
+    python3 = module.get_bin_path("python3")
+    if not python3:
+        facts: dict = {"error": "no python3 on PATH"}
+    else:
+        rc, out, err = module.run_command([python3, "-I", "-c", agent_platform.PYTHON_FACTS_SCRIPT])
+        try:
+            facts = json.loads(out) if rc == 0 else {"error": (err or out).strip()[-300:]}
+        except ValueError:
+            facts = {"error": f"unexpected output {out.strip()[:200]!r}"}
+    if "error" not in facts:
+        facts["key"] = agent_platform.key(facts)
+        facts["missing_venv"] = agent_platform.missing_venv(facts)
+    facts["problems"] = agent_platform.problems(facts)
+    return facts
 
 
 def main() -> None:
@@ -105,6 +157,9 @@ def main() -> None:
             "kube_ipvs0": os.path.exists("/sys/class/net/kube-ipvs0"),
             "kube_proxy_mode": mode,
             "kube_proxy_unit": unit,
+            "systemd": os.path.isdir("/run/systemd/system"),
+            "os_family": os_family(),
+            "python": python_facts(module),
         },
     )
 
