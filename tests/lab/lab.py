@@ -5,7 +5,7 @@
 config from its ConfigMap as kubeadm has it); the demo Services' backends are real processes in the nodes
 whose Pods kube-controller-manager's EndpointSlice controller lists.
 
-    python tests/lab/lab.py image [--rebuild] [--prune]   build (or reuse) the cached node image
+    python tests/lab/lab.py image [--rebuild] [--prune]   build (or reuse) the cached node images
     python tests/lab/lab.py up [--recreate]               bring the lab up, write inventory/lab/
     python tests/lab/lab.py status [--json]               what is running; exit 0 up, 1 broken, 2 down
     python tests/lab/lab.py down                          stop and remove everything the lab created
@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,10 @@ DEFAULT_STATE_DIR = REPO / "lab-state"
 DEFAULT_INVENTORY_DIR = REPO / "inventory" / "lab"
 IMAGE_CACHE = Path(os.environ.get("L2LB_LAB_CACHE", "/var/cache/l2lb-lab"))
 
+# The nodes run three Debian releases, as a real mixed cluster does: 11 (Python 3.9, nft 0.9.8), 12 (3.11),
+# 13 (3.13). The host's apt sources name bookworm; the other suites come from the same archive.
 SUITE = "bookworm"
+SUITES = ("bullseye", "bookworm", "trixie")
 # The recipe's package set plus two debugging aids for people poking around a node (ps, ping).
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "iproute2", "iptables", "nftables", "procps",
@@ -67,6 +70,17 @@ CLIENT_IP = "198.18.0.2"
 CLIENT_MAC = "02:00:c6:12:00:02"
 POOL = "198.18.0.240/28"
 API_PORT = 6443
+# Debian 11's nft is 0.9.8 and kube-proxy's nftables mode needs 1.0.1: on such a node the lab's kube-proxy
+# runs in iptables mode (node/l2lb_kube_proxy_config.py), as an admin of a mixed cluster would have to.
+OLD_NFT_SUITES = ("bullseye",)
+
+
+def proxy_mode(node: Node, requested: str) -> str:
+    """The mode kube-proxy really runs in on ``node`` when the ConfigMap asks for ``requested``."""
+    forwarding = "nftables" if requested == "ipvs" else requested  # the IPVS stand-in forwards with nftables
+    return "iptables" if forwarding == "nftables" and node.suite in OLD_NFT_SUITES else forwarding
+
+
 # The pod network: each node's backends get /32s from 198.18.<node host part>.0/24 (on its lo), and every node
 # routes the other nodes' ranges to them over the lab bridge, as a host-gw CNI would. kube-proxy's clusterCIDR.
 CLUSTER_CIDR = "198.18.8.0/21"
@@ -89,6 +103,7 @@ class Node:
     ip: str
     veth: str  # host end of the node's veth, on the bridge; the container end is host0
     labels: dict[str, str] = field(default_factory=dict)
+    suite: str = SUITE  # the Debian release the node boots
 
     @property
     def mac(self) -> str:
@@ -100,9 +115,10 @@ class Node:
 
 
 NODES = (
-    Node("l2lb-node1", "198.18.0.11", "l2lb-lab-n1", {"node-role.kubernetes.io/control-plane": ""}),
-    Node("l2lb-node2", "198.18.0.12", "l2lb-lab-n2", {"node-role.kubernetes.io/worker": "true"}),
-    Node("l2lb-node3", "198.18.0.13", "l2lb-lab-n3", {"node-role.kubernetes.io/worker": "true"}),
+    # The workers, which announce, run the oldest and the newest release; the control-plane node the middle one.
+    Node("l2lb-node1", "198.18.0.11", "l2lb-lab-n1", {"node-role.kubernetes.io/control-plane": ""}, "bookworm"),
+    Node("l2lb-node2", "198.18.0.12", "l2lb-lab-n2", {"node-role.kubernetes.io/worker": "true"}, "bullseye"),
+    Node("l2lb-node3", "198.18.0.13", "l2lb-lab-n3", {"node-role.kubernetes.io/worker": "true"}, "trixie"),
 )
 
 # The lab must never use addresses outside 198.18.0.0/15 (RFC 2544 benchmarking space).
@@ -242,7 +258,7 @@ class State:
 
 
 def apt_mirror() -> str:
-    """The Debian mirror apt on this host uses for the suite (the lab builds from the same one)."""
+    """The Debian mirror apt on this host uses for bookworm (the lab builds every suite from the same one)."""
     if os.environ.get("L2LB_LAB_MIRROR"):
         return os.environ["L2LB_LAB_MIRROR"]
     sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
@@ -266,7 +282,7 @@ def apt_mirror() -> str:
     return FALLBACK_MIRROR
 
 
-def customize_image(root: Path) -> None:
+def customize_image(root: Path, suite: str) -> None:
     """Turn the debootstrapped tree into a lab node image (runs on a copy; its source is part of the hash)."""
     # Hostname comes from `systemd-nspawn -M`; debootstrap copied the build host's /etc/hostname.
     (root / "etc/hostname").unlink(missing_ok=True)
@@ -287,7 +303,7 @@ def customize_image(root: Path) -> None:
     shutil.copyfile(NODE_PAYLOAD / "90-l2lb-lab.conf", root / "etc/sysctl.d/90-l2lb-lab.conf")
     run(["chroot", str(root), "systemctl", "enable", "systemd-networkd.service", "kube-proxy.service"])
     run(["chroot", str(root), "apt-get", "clean"])
-    (root / "etc/l2lb-lab-image").write_text(f"{image_name()}\n")
+    (root / "etc/l2lb-lab-image").write_text(f"{image_name(suite)}\n")
 
 
 def _digest(parts: Sequence[bytes]) -> str:
@@ -297,16 +313,16 @@ def _digest(parts: Sequence[bytes]) -> str:
     return digest.hexdigest()[:12]
 
 
-def base_image_name() -> str:
-    return f"{SUITE}-{_digest([SUITE.encode(), b'minbase', *(p.encode() for p in sorted(PACKAGES))])}"
+def base_image_name(suite: str) -> str:
+    return f"{suite}-{_digest([suite.encode(), b'minbase', *(p.encode() for p in sorted(PACKAGES))])}"
 
 
-def image_name() -> str:
+def image_name(suite: str) -> str:
     payload = [inspect.getsource(customize_image).encode()]
     for path in sorted(NODE_PAYLOAD.iterdir()):
         if path.is_file():
             payload += [path.name.encode(), path.read_bytes()]
-    return f"{base_image_name()}-lab-{_digest(payload)}"
+    return f"{base_image_name(suite)}-lab-{_digest(payload)}"
 
 
 def unmount_below(path: Path) -> None:
@@ -343,44 +359,60 @@ def build_into(final: Path, what: str, build: Any) -> None:
         remove_tree(tmp)
 
 
-def debootstrap(rootfs: Path, workdir: Path) -> None:
+def debootstrap(suite: str, rootfs: Path, workdir: Path) -> None:
     mirror = apt_mirror()
-    log(f"building the base image with debootstrap from {mirror} (about a minute) ...")
-    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), mirror]
+    log(f"building the {suite} base image with debootstrap from {mirror} (about a minute) ...")
+    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(rootfs), mirror]
     with open(workdir / "debootstrap.log", "w") as out:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         raise LabError(f"debootstrap failed:\n    {tail(workdir / 'debootstrap.log')}")
 
 
-def ensure_image(rebuild: bool = False) -> Path:
-    """The lab image's root directory, built if missing. Base and lab layers are cached separately."""
+def ensure_base_image(suite: str, rebuild: bool = False) -> Path:
+    """The debootstrapped tree of ``suite`` (systemd, python3 and python3-venv, the network tools), cached."""
     if os.geteuid() != 0:
         raise LabError("building the image needs root (debootstrap, chroot)")
-    base = IMAGE_CACHE / base_image_name()
-    image = IMAGE_CACHE / image_name()
+    base = IMAGE_CACHE / base_image_name(suite)
     with cache_lock():
         if rebuild:
-            for path in (image, base):
-                remove_tree(path)
+            remove_tree(base)
         if not base.exists():
-            build_into(base, "base image", debootstrap)
+            build_into(base, f"{suite} base image", lambda rootfs, workdir: debootstrap(suite, rootfs, workdir))
+    return base
+
+
+def ensure_image(suite: str = SUITE, rebuild: bool = False) -> Path:
+    """The lab image of ``suite``, built if missing. Base and lab layers are cached separately."""
+    if rebuild:
+        with cache_lock():
+            remove_tree(IMAGE_CACHE / image_name(suite))
+    base = ensure_base_image(suite, rebuild)
+    image = IMAGE_CACHE / image_name(suite)
+    with cache_lock():
         if not image.exists():
 
             def layer(rootfs: Path, _workdir: Path) -> None:
                 run(["cp", "-a", "--reflink=auto", str(base), str(rootfs)], timeout=300)
-                customize_image(rootfs)
+                customize_image(rootfs, suite)
 
-            build_into(image, "lab image", layer)
+            build_into(image, f"{suite} lab image", layer)
     return image
 
 
-def prune_images(keep: Path) -> None:
-    """Remove cached images other than ``keep`` and its base, except those a running node boots from."""
-    keep_names = {keep.name, base_image_name()}
+def ensure_images(rebuild: bool = False) -> dict[str, Path]:
+    """Every suite's lab image (one per Debian release the nodes run)."""
+    return {suite: ensure_image(suite, rebuild) for suite in sorted({node.suite for node in NODES})}
+
+
+def prune_images(keep: Iterable[Path]) -> None:
+    """Remove cached images other than ``keep`` and their bases, except those a running node boots from."""
+    keep_names = {path.name for path in keep} | {base_image_name(suite) for suite in SUITES}
     with cache_lock():
+        lab_image = re.compile(rf"^({'|'.join(SUITES)})-[0-9a-f]{{12}}(-lab-[0-9a-f]{{12}})?$")
         for path in sorted(IMAGE_CACHE.iterdir()):
-            if not path.is_dir() or path.name in keep_names:
+            # Only the lab's own images: the rootfs of tests/pythons.py and tests/qemu.py stay.
+            if not path.is_dir() or path.name in keep_names or not lab_image.match(path.name):
                 continue
             if image_in_use(path):
                 log(f"keeping cached image {path}: a running systemd-nspawn uses it")
@@ -1191,17 +1223,20 @@ def up(state_dir: Path, inventory_dir: Path, recreate: bool, proxy_mode: str = "
         down(state_dir, inventory_dir)
         state = State(state_dir)
 
-    image = ensure_image()
+    images = ensure_images()
     started = time.monotonic()
     state.dir.mkdir(parents=True, exist_ok=True)
-    state.data = {"phase": "starting", "image": str(image), "created": time.time(), "procs": {}}
+    state.data = {
+        "phase": "starting", "images": {suite: str(path) for suite, path in images.items()}, "created": time.time(),
+        "procs": {},
+    }  # fmt: skip
     state.data["nspawn_run_dir_existed"] = NSPAWN_RUN.exists()  # nspawn creates it; down removes it if so
     state.save()
     try:
         create_network(state_dir)
         start_api(state, proxy_mode)  # first: the nodes' kube-proxy needs its credentials and ConfigMap at boot
         for node in NODES:
-            start_node(node, image, state)
+            start_node(node, images[node.suite], state)
         deadline = time.monotonic() + BOOT_TIMEOUT
         for node in NODES:
             wait_node(node, state, deadline)
@@ -1316,7 +1351,8 @@ def print_status(state: State, as_json: bool = False) -> int:
     inventory = state.data.get("inventory", {})
     if inventory:
         print(f"  inventory {Path(inventory['dir']) / 'hosts.yml'}")
-    print(f"  image     {state.data.get('image', '-')}")
+    for suite, image in sorted((state.data.get("images") or {}).items()):
+        print(f"  image     {suite}: {image}")
     return {"up": 0, "broken": 1}.get(status, 2)
 
 
@@ -1370,10 +1406,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `lab.py status | head` ends quietly
     try:
         if args.command == "image":
-            image = ensure_image(rebuild=args.rebuild)
+            images = ensure_images(rebuild=args.rebuild)
             if args.prune:
-                prune_images(image)
-            print(image)
+                prune_images(images.values())
+            print("\n".join(str(path) for path in images.values()))
         elif args.command == "up":
             up(state_dir, inventory_dir, args.recreate, args.proxy_mode)
         elif args.command == "down":

@@ -48,10 +48,15 @@ def _changed(proc: subprocess.CompletedProcess[str]) -> int:
     return int(match.group(1))
 
 
+def _modes(requested: str) -> str:
+    """What preflight reads from the nodes' /proxyMode: the lab's Debian 11 node runs iptables mode."""
+    return ", ".join(sorted({lab.proxy_mode(node, requested) for node in lab.NODES}))
+
+
 def test_the_lab_passes_and_its_dataplane_is_named(lab_: Converged) -> None:
     proc = _preflight(lab_)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    assert _says(proc, "INFO     dataplane: kube-proxy in nftables mode")
+    assert _says(proc, f"INFO     dataplane: kube-proxy in {_modes('nftables')} mode")
     assert "ERROR" not in proc.stdout and _changed(proc) == 0
 
 
@@ -94,7 +99,7 @@ def test_ipvs_without_strict_arp_stops_site_and_the_fix_mends_it(lab_: Converged
             assert lab_.in_node(node.name, "sysctl", "-n", "net.ipv4.conf.all.arp_announce").strip() == "2"
         again = _preflight(lab_, "-e", "l2lb_fix_kube_proxy_strict_arp=true")
         assert again.returncode == 0 and _changed(again) == 0, again.stdout[-3000:]
-        assert _says(again, "INFO     dataplane: kube-proxy in nftables mode (IPVS: strictARP checked above)")
+        assert _says(again, f"INFO     dataplane: kube-proxy in {_modes('ipvs')} mode (IPVS: strictARP checked above)")
     finally:
         undo_all(
             lambda: lab_.lab_cli("kube-proxy", "nftables"),

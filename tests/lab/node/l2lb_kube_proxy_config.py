@@ -15,6 +15,7 @@ import json
 import os
 import re
 import ssl
+import subprocess
 import sys
 import urllib.request
 from pathlib import Path
@@ -22,6 +23,16 @@ from pathlib import Path
 KUBECONFIG = Path("/etc/l2lb-lab/kube-proxy.kubeconfig")  # JSON (a kubeconfig may be JSON): no YAML parser here
 RUN = Path("/run/kube-proxy")
 URL_PATH = "/api/v1/namespaces/kube-system/configmaps/kube-proxy"
+
+
+def nft_version() -> tuple[int, ...]:
+    """nft's version, () when there is no nft."""
+    try:
+        out = subprocess.run(["nft", "--version"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return ()
+    found = re.search(r"v(\d+)\.(\d+)\.?(\d*)", out)
+    return tuple(int(x or 0) for x in found.groups()) if found else ()
 
 
 def main() -> int:
@@ -50,6 +61,14 @@ def main() -> int:
         print("mode ipvs requested: this kernel has no IPVS; nftables forwards, l2lb-lab-ipvs.service stands in")
     else:
         standin.unlink(missing_ok=True)
+    mode = re.search(r"(?m)^mode:\s*\"?(\w*)\"?.*$", config)
+    nft = nft_version()
+    if mode and mode.group(1) == "nftables" and nft < (1, 0, 1):
+        # kube-proxy's nftables mode needs nft 1.0.1 or later; Debian 11's is 0.9.8, so such a node of a mixed
+        # cluster runs kube-proxy in iptables mode (kube-proxy itself would refuse to start in nftables mode).
+        found = ".".join(map(str, nft)) if nft else "none"
+        config = config[: mode.start()] + f"mode: iptables  # l2lb lab: nft {found} < 1.0.1" + config[mode.end() :]
+        print(f"nftables mode needs nft 1.0.1 or later (this node has {found}): kube-proxy runs in iptables mode")
     (RUN / "config.conf").write_text(config)
     return 0
 
