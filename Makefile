@@ -12,12 +12,12 @@ BUILD := .build
 # The collection must sit under ansible_collections/<namespace>/<name> for Ansible and for imports.
 COLLECTIONS := $(BUILD)/collections
 COLLECTION_LINK := $(COLLECTIONS)/ansible_collections/baremetal/l2lb
-APT_PACKAGES := python3 python3-venv iproute2 iptables debootstrap systemd-container
+APT_PACKAGES := python3 python3-venv iproute2 iptables debootstrap systemd-container qemu-user-static
 PYTEST := $(BIN)/pytest
 export ANSIBLE_COLLECTIONS_PATH := $(abspath $(COLLECTIONS))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help setup apt venv collection-link components lint unit integration test build lock clean crds bench lab molecule lab-image lab-up lab-down lab-status
+.PHONY: help setup apt venv collection-link components lint unit unit-pythons integration test build lock clean crds bench lab molecule lab-image lab-up lab-down lab-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -60,6 +60,10 @@ lint: setup ## ruff, mypy, yamllint
 unit: setup ## fast unit tests (pure logic, no network)
 	$(PYTEST) tests/unit
 
+# Debian 11/12/13's and Ubuntu 22.04/24.04's own python3 (3.9 to 3.13), each in a cached debootstrap rootfs.
+unit-pythons: setup ## the agent's unit tests under every node Python it supports (3.9 to 3.13)
+	$(BIN)/python tests/pythons.py
+
 integration: setup ## tests with real processes, sockets, namespaces and the real control plane
 	$(PYTEST) tests/integration
 
@@ -74,7 +78,7 @@ build: setup ## build the collection tarball and install it into a scratch path
 	  -i tests/integration/inventories/good_model playbooks/validate.yml
 
 # pytest exits 5 when it collected no tests; make treats any non-zero exit as failure, on purpose.
-test: lint unit integration build molecule ## everything CI runs
+test: lint unit unit-pythons integration build molecule ## everything CI runs
 
 lock: ## regenerate requirements.txt from requirements.in in a scratch venv
 	rm -rf $(BUILD)/lockvenv && $(PYTHON) -m venv $(BUILD)/lockvenv

@@ -106,3 +106,47 @@ def test_a_node_the_wheels_cannot_serve_fails_before_any_download(wheelhouse: Pa
     assert "armv7l has no agent wheels" in result["msg"] and "64-bit" in result["msg"], result["msg"]
     assert "3.8.10; the agent needs 3.9 or later" in result["msg"], result["msg"]
     assert not (wheelhouse / "deps").exists(), "downloaded although a node cannot be served"
+
+
+def test_an_aarch64_node_installs_its_wheelhouse_and_runs_the_agent(tmp_path: Path) -> None:
+    """On an arm64 Debian rootfs run through qemu-user-static (binfmt_misc): read the node's python3 as the
+    agent role does, build its wheelhouse here on x86_64, install it offline in a venv there, run the agent."""
+    import pythons
+    import qemu
+
+    from ansible_collections.baremetal.l2lb.plugins.module_utils import agent_platform
+
+    payload = tmp_path / "payload"
+    subprocess.run(["cp", "-RL", str(REPO / "files" / "l2lb_agent"), str(payload)], check=True)
+    dest = tmp_path / "wheelhouse"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(dest / "agent"),
+                    str(payload)], check=True, timeout=300)  # fmt: skip
+    shutil.copy(REQUIREMENTS, dest / "requirements.txt")
+    with qemu.aarch64_binfmt():
+        root = qemu.arm64_rootfs()
+        probe = pythons.nspawn(root, "python3", "-I", "-c", agent_platform.PYTHON_FACTS_SCRIPT)
+        assert probe.returncode == 0, probe.stderr
+        facts = json.loads(probe.stdout)
+        assert facts["machine"] == "aarch64" and facts["libc"] == "glibc", facts
+        key = agent_platform.key(facts)
+        built = run({"dest": str(dest), "requirements": str(REQUIREMENTS), "platforms": [facts]})
+        assert not built.get("failed"), built.get("msg")
+        assert list(built["platforms"]) == [key] and key.startswith("cp311-aarch64-glibc2.")
+        check = (
+            "import glob, platform, l2lb_agent, kubernetes, pyroute2, yaml\n"
+            "so = glob.glob(yaml.__path__[0] + '/_yaml*.so')[0]\n"
+            "machine = int.from_bytes(open(so, 'rb').read(20)[18:20], 'little')\n"
+            "print(platform.machine(), yaml.__with_libyaml__, hex(machine), kubernetes.__version__)\n"
+        )
+        pip = "/opt/l2lb/venv/bin/pip install --quiet --disable-pip-version-check --no-index"
+        script = (
+            "set -e; python3 -m venv /opt/l2lb/venv; "
+            f"{pip} --find-links /deps -r /wheelhouse/requirements.txt; {pip} --no-deps /wheelhouse/agent/*.whl; "
+            f'/opt/l2lb/venv/bin/python -c "{check}"; /opt/l2lb/venv/bin/l2lb-agent --help | head -1'
+        )
+        done = pythons.nspawn(root, "sh", "-c", script, binds=(f"{dest}:/wheelhouse", f"{dest / 'deps' / key}:/deps"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "aarch64 True 0xb7 35.0.0", done.stdout  # libyaml's C extension, built for AArch64
+    assert lines[1].startswith("usage: l2lb-agent"), done.stdout
+    print(f"{key}: {len(built['platforms'][key]['wheels'])} wheels installed and the agent ran under qemu-aarch64")
