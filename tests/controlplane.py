@@ -360,50 +360,9 @@ class ControlPlane:
     def add_node(
         self, name: str, labels: dict[str, str] | None = None, addresses: Iterable[str] = ()
     ) -> dict[str, Any]:
-        """Register a Node as a kubelet would (there is none): labels, addresses and Ready in status.
-
-        Idempotent: an existing Node gets the labels and status again. Returns the Node as stored.
-        """
-        from kubernetes import client
-
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        metadata = {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                **(labels or {}),
-            },
-        }
-        status = {
-            "addresses": [
-                *({"type": "InternalIP", "address": a} for a in addresses),
-                {"type": "Hostname", "address": name},
-            ],
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "registered by the l2lb test control plane (no kubelet)",
-                    "lastHeartbeatTime": now,
-                    "lastTransitionTime": now,
-                }
-            ],
-        }
+        """Register a Node as a kubelet would (there is none): see ``register_node``."""
         with self.api_client() as api_client:
-            core = client.CoreV1Api(api_client)
-            body: Any = {"metadata": metadata}  # the typed client takes plain dicts too
-            try:
-                core.create_node(body)
-            except client.ApiException as exc:
-                if exc.status != 409:
-                    raise
-                core.patch_node(name, {"metadata": {"labels": metadata["labels"]}})
-            stored = core.patch_node_status(name, {"status": status})
-            result: dict[str, Any] = api_client.sanitize_for_serialization(stored)
-        return result
+            return register_node(api_client, name, labels, addresses)
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -779,3 +738,51 @@ def _count(events: Iterable[dict[str, Any]]) -> dict[tuple[str, str], int]:
         key = (str(event["verb"]), resource)
         counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def register_node(
+    api_client: Any, name: str, labels: dict[str, str] | None = None, addresses: Iterable[str] = ()
+) -> dict[str, Any]:
+    """Register a Node as a kubelet would (there is none): labels, addresses and Ready in status.
+
+    Idempotent: an existing Node gets the labels and status again. Returns the Node as stored.
+    """
+    from kubernetes import client
+
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    metadata = {
+        "name": name,
+        "labels": {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            **(labels or {}),
+        },
+    }
+    status = {
+        "addresses": [
+            *({"type": "InternalIP", "address": a} for a in addresses),
+            {"type": "Hostname", "address": name},
+        ],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "KubeletReady",
+                "message": "registered by the l2lb test control plane (no kubelet)",
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            }
+        ],
+    }
+    core = client.CoreV1Api(api_client)
+    body: Any = {"metadata": metadata}  # the typed client takes plain dicts too
+    try:
+        core.create_node(body)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.patch_node(name, {"metadata": {"labels": metadata["labels"]}})
+    stored = core.patch_node_status(name, {"status": status})
+    result: dict[str, Any] = api_client.sanitize_for_serialization(stored)
+    return result

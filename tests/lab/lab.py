@@ -12,6 +12,7 @@ whose Pods kube-controller-manager's EndpointSlice controller lists.
     python tests/lab/lab.py fault restart-apiserver|restart-etcd|compact-etcd   control-plane faults
     python tests/lab/lab.py kube-proxy nftables|iptables|ipvs [--strict-arp]     kube-proxy's mode, every node
     python tests/lab/lab.py backend list|add|remove|ready|unready|move|scale ...  the demo backend pods
+    python tests/lab/lab.py arm64 up|down                 an aarch64 node (l2lb-node4, qemu-user) joins or leaves
 
 Runs as root on a host without systemd as PID 1. Everything it creates is named ``l2lb-lab*`` /
 ``l2lb-node*`` and uses 198.18.0.0/24 only; the nodes and the client have no default route, so nothing
@@ -104,6 +105,7 @@ class Node:
     veth: str  # host end of the node's veth, on the bridge; the container end is host0
     labels: dict[str, str] = field(default_factory=dict)
     suite: str = SUITE  # the Debian release the node boots
+    arch: str = "amd64"  # arm64: booted through qemu-user-static (binfmt_misc), see `lab.py arm64`
 
     @property
     def mac(self) -> str:
@@ -120,6 +122,13 @@ NODES = (
     Node("l2lb-node2", "198.18.0.12", "l2lb-lab-n2", {"node-role.kubernetes.io/worker": "true"}, "bullseye"),
     Node("l2lb-node3", "198.18.0.13", "l2lb-lab-n3", {"node-role.kubernetes.io/worker": "true"}, "trixie"),
 )
+
+# An aarch64 node that joins a running lab on demand (`lab.py arm64 up`, `lab.py arm64 down`): Debian bookworm
+# for arm64, booted by systemd-nspawn through qemu-user-static. It carries no worker label: it runs the agent
+# (heartbeat, watches, the controller election) but announces nothing, so the emulation's CPU cost (2 cores
+# here) stays out of the failover timings of the other nodes.
+ARM64_NODE = Node("l2lb-node4", "198.18.0.14", "l2lb-lab-n4", {"kubernetes.io/arch": "arm64"}, "bookworm", "arm64")
+ARM64_BOOT_TIMEOUT = 180.0
 
 # The lab must never use addresses outside 198.18.0.0/15 (RFC 2544 benchmarking space).
 for _addr in (BRIDGE_IP, CLIENT_IP, *(n.ip for n in NODES)):
@@ -282,7 +291,7 @@ def apt_mirror() -> str:
     return FALLBACK_MIRROR
 
 
-def customize_image(root: Path, suite: str) -> None:
+def customize_image(root: Path, suite: str, arch: str = "amd64") -> None:
     """Turn the debootstrapped tree into a lab node image (runs on a copy; its source is part of the hash)."""
     # Hostname comes from `systemd-nspawn -M`; debootstrap copied the build host's /etc/hostname.
     (root / "etc/hostname").unlink(missing_ok=True)
@@ -301,9 +310,24 @@ def customize_image(root: Path, suite: str) -> None:
     for unit in ("kube-proxy.service", "l2lb-backend@.service", "l2lb-lab-ipvs.service"):
         shutil.copyfile(NODE_PAYLOAD / unit, root / "etc/systemd/system" / unit)
     shutil.copyfile(NODE_PAYLOAD / "90-l2lb-lab.conf", root / "etc/sysctl.d/90-l2lb-lab.conf")
-    run(["chroot", str(root), "systemctl", "enable", "systemd-networkd.service", "kube-proxy.service"])
+    # Under qemu-user systemd-networkd fails ("Could not setup manager: Protocol not supported") and so do nft
+    # and iptables ("Failed to initialize nft"), hence kube-proxy: qemu does not translate those netlink
+    # families. The arm64 node's host0 is configured from the host (arm64_up), and it runs no kube-proxy (it
+    # announces nothing and has no backends).
+    units = ["systemd-networkd.service", "kube-proxy.service"] if arch == "amd64" else []
+    if units:
+        run(["chroot", str(root), "systemctl", "enable", *units])
     run(["chroot", str(root), "apt-get", "clean"])
-    (root / "etc/l2lb-lab-image").write_text(f"{image_name(suite)}\n")
+    if arch != "amd64":
+        # qemu-user refuses clone() with namespace flags, which systemd's LoadCredential= needs (systemd-sysctl,
+        # -sysusers, -tmpfiles fail with status 243/CREDENTIALS); none of the lab's units need credentials.
+        dropin = root / "etc/systemd/system/service.d"
+        dropin.mkdir(parents=True, exist_ok=True)
+        (dropin / "10-l2lb-qemu-user.conf").write_text(
+            "# l2lb lab: this arm64 node runs under qemu-user, which cannot set up LoadCredential=\n"
+            "[Service]\nLoadCredential=\n"
+        )
+    (root / "etc/l2lb-lab-image").write_text(f"{image_name(suite, arch)}\n")
 
 
 def _digest(parts: Sequence[bytes]) -> str:
@@ -313,16 +337,17 @@ def _digest(parts: Sequence[bytes]) -> str:
     return digest.hexdigest()[:12]
 
 
-def base_image_name(suite: str) -> str:
-    return f"{suite}-{_digest([suite.encode(), b'minbase', *(p.encode() for p in sorted(PACKAGES))])}"
+def base_image_name(suite: str, arch: str = "amd64") -> str:
+    digest = _digest([suite.encode(), b"minbase", *(p.encode() for p in sorted(PACKAGES))])
+    return f"{suite}-{digest}" if arch == "amd64" else f"{suite}-{arch}-{digest}"
 
 
-def image_name(suite: str) -> str:
+def image_name(suite: str, arch: str = "amd64") -> str:
     payload = [inspect.getsource(customize_image).encode()]
     for path in sorted(NODE_PAYLOAD.iterdir()):
         if path.is_file():
             payload += [path.name.encode(), path.read_bytes()]
-    return f"{base_image_name(suite)}-lab-{_digest(payload)}"
+    return f"{base_image_name(suite, arch)}-lab-{_digest(payload)}"
 
 
 def unmount_below(path: Path) -> None:
@@ -359,44 +384,49 @@ def build_into(final: Path, what: str, build: Any) -> None:
         remove_tree(tmp)
 
 
-def debootstrap(suite: str, rootfs: Path, workdir: Path) -> None:
+def debootstrap(suite: str, rootfs: Path, workdir: Path, arch: str = "amd64") -> None:
     mirror = apt_mirror()
-    log(f"building the {suite} base image with debootstrap from {mirror} (about a minute) ...")
-    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(rootfs), mirror]
+    slow = "about a minute" if arch == "amd64" else "about 4 minutes: its second stage runs under qemu"
+    log(f"building the {suite} {arch} base image with debootstrap from {mirror} ({slow}) ...")
+    cmd = ["debootstrap", f"--arch={arch}", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite]
+    cmd += [str(rootfs), mirror]
     with open(workdir / "debootstrap.log", "w") as out:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         raise LabError(f"debootstrap failed:\n    {tail(workdir / 'debootstrap.log')}")
 
 
-def ensure_base_image(suite: str, rebuild: bool = False) -> Path:
-    """The debootstrapped tree of ``suite`` (systemd, python3 and python3-venv, the network tools), cached."""
+def ensure_base_image(suite: str, rebuild: bool = False, arch: str = "amd64") -> Path:
+    """The debootstrapped tree of ``suite`` (systemd, python3 and python3-venv, the network tools), cached.
+
+    arm64 needs the aarch64 binfmt handler registered (``register_binfmt``): debootstrap's second stage runs
+    the arm64 programs it installed."""
     if os.geteuid() != 0:
         raise LabError("building the image needs root (debootstrap, chroot)")
-    base = IMAGE_CACHE / base_image_name(suite)
+    base = IMAGE_CACHE / base_image_name(suite, arch)
     with cache_lock():
         if rebuild:
             remove_tree(base)
         if not base.exists():
-            build_into(base, f"{suite} base image", lambda rootfs, workdir: debootstrap(suite, rootfs, workdir))
+            build_into(base, f"{suite} {arch} base image", lambda root, work: debootstrap(suite, root, work, arch))
     return base
 
 
-def ensure_image(suite: str = SUITE, rebuild: bool = False) -> Path:
+def ensure_image(suite: str = SUITE, rebuild: bool = False, arch: str = "amd64") -> Path:
     """The lab image of ``suite``, built if missing. Base and lab layers are cached separately."""
     if rebuild:
         with cache_lock():
-            remove_tree(IMAGE_CACHE / image_name(suite))
-    base = ensure_base_image(suite, rebuild)
-    image = IMAGE_CACHE / image_name(suite)
+            remove_tree(IMAGE_CACHE / image_name(suite, arch))
+    base = ensure_base_image(suite, rebuild, arch)
+    image = IMAGE_CACHE / image_name(suite, arch)
     with cache_lock():
         if not image.exists():
 
             def layer(rootfs: Path, _workdir: Path) -> None:
                 run(["cp", "-a", "--reflink=auto", str(base), str(rootfs)], timeout=300)
-                customize_image(rootfs, suite)
+                customize_image(rootfs, suite, arch)
 
-            build_into(image, f"{suite} lab image", layer)
+            build_into(image, f"{suite} {arch} lab image", layer)
     return image
 
 
@@ -567,7 +597,9 @@ def find_init(nspawn: Proc) -> int | None:
             except FileNotFoundError:
                 continue
             nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
-            if len(nspid) >= 2 and nspid[-1] == "1" and Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            # Under qemu-user (the arm64 node) init's comm may be the emulator's.
+            if len(nspid) >= 2 and nspid[-1] == "1" and comm in ("systemd", "qemu-aarch64-sta"):
                 return int(pid)
     return None
 
@@ -1082,7 +1114,7 @@ def write_inventory(state: State, inventory_dir: Path) -> None:
     hosts += ["        ansible_connection: community.docker.nsenter"]
     hosts += ["        ansible_python_interpreter: /usr/bin/python3"]
     hosts += ["      hosts:"]
-    for node in NODES:
+    for node in lab_nodes(state):
         hosts += [f"        {node.name}:", f"          ansible_nsenter_pid: {nodes[node.name]['init_pid']}"]
         hosts += [f"          l2lb_lab_address: {node.ip}", f'          l2lb_lab_mac: "{node.mac}"']
     hosts += ["    l2lb_probe:", "      hosts:", f"        {CLIENT_NS}:  # a host on the nodes' L2 segment"]
@@ -1092,7 +1124,7 @@ def write_inventory(state: State, inventory_dir: Path) -> None:
         header=header, kubeconfig=api["kubeconfig"], url=api["url"], ca=api["ca"], pool=POOL
     )
     files = {"hosts.yml": "\n".join(hosts) + "\n", "group_vars/all.yml": all_yml}
-    for node in NODES:
+    for node in lab_nodes(state):
         labels = "".join(f'  {key}: "{value}"\n' for key, value in node.labels.items())
         files[f"host_vars/{node.name}.yml"] = (
             f"{header}# Labels of this Node (the cluster role sets them on the Node).\nl2lb_node_labels:\n{labels}"
@@ -1155,6 +1187,120 @@ def remove_inventory(state: State, inventory_dir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# the aarch64 node: arm64 programs run through Debian's qemu-user-static, registered with binfmt_misc
+# (flag F: the emulator is opened at registration, so it serves inside the container too)
+
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+BINFMT_HANDLER = "l2lb-qemu-aarch64"
+QEMU_AARCH64 = Path("/usr/bin/qemu-aarch64-static")
+# ELF64, little endian, executable or shared object (e_type 2 or 3), e_machine 0xb7 (AArch64).
+AARCH64_MAGIC = r"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00"
+AARCH64_MASK = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
+
+
+def lab_nodes(state: State) -> tuple[Node, ...]:
+    """The nodes of this lab: the three, and the arm64 node while it has joined."""
+    return (*NODES, ARM64_NODE) if state.data.get("arm64") else NODES
+
+
+def register_binfmt() -> dict[str, bool]:
+    """Mount binfmt_misc and register the aarch64 handler where missing; what was done (for unregister_binfmt)."""
+    if not QEMU_AARCH64.exists():
+        raise LabError(f"{QEMU_AARCH64} is missing: apt-get install qemu-user-static (make setup installs it)")
+    done = {"mounted": False, "registered": False}
+    if not (BINFMT / "register").exists():
+        run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(BINFMT)])
+        done["mounted"] = True
+    if not (BINFMT / BINFMT_HANDLER).exists():
+        (BINFMT / "register").write_text(f":{BINFMT_HANDLER}:M::{AARCH64_MAGIC}:{AARCH64_MASK}:{QEMU_AARCH64}:F")
+        done["registered"] = True
+    return done
+
+
+def unregister_binfmt(done: dict[str, bool]) -> None:
+    """Undo what register_binfmt did (a handler or mount that was there before stays)."""
+    if done.get("registered") and (BINFMT / BINFMT_HANDLER).exists():
+        (BINFMT / BINFMT_HANDLER).write_text("-1")
+    if done.get("mounted"):
+        run(["umount", str(BINFMT)], check=False)
+
+
+def arm64_up(state_dir: Path, inventory_dir: Path) -> None:
+    """Join the arm64 node to the running lab: binfmt handler, image, Node object, boot, inventory."""
+    state = running_state(state_dir)
+    if state.data.get("arm64"):
+        log(f"{ARM64_NODE.name} (arm64) is already up")
+        return
+    state.data["binfmt"] = register_binfmt()
+    state.save()
+    image = ensure_image(ARM64_NODE.suite, arch=ARM64_NODE.arch)
+    sys.path.insert(0, str(REPO / "tests"))
+    from controlplane import register_node
+
+    with admin_api(state) as api_client:
+        register_node(api_client, ARM64_NODE.name, ARM64_NODE.labels, [ARM64_NODE.ip])
+    state.data["arm64"] = True
+    state.data.setdefault("images", {})[f"{ARM64_NODE.suite}-{ARM64_NODE.arch}"] = str(image)
+    state.save()
+    started = time.monotonic()
+    try:
+        start_node(ARM64_NODE, image, state)
+        wait_node(ARM64_NODE, state, time.monotonic() + ARM64_BOOT_TIMEOUT)
+        configure_host0(ARM64_NODE, state.data["nodes"][ARM64_NODE.name]["init_pid"])
+    except BaseException:
+        console = state.dir / f"{ARM64_NODE.name}.console.log"
+        log(f"{ARM64_NODE.name} did not come up; {console}:\n    {tail(console)}")
+        arm64_down(state_dir, inventory_dir)
+        raise
+    write_inventory(state, inventory_dir)
+    log(f"{ARM64_NODE.name} (arm64, under qemu-user) is up in {time.monotonic() - started:.1f}s")
+
+
+def configure_host0(node: Node, init_pid: int) -> None:
+    """What host0.network says, done from the host with its own (native) ip in the node's network namespace."""
+    net = ["nsenter", "-t", str(init_pid), "-n", "ip"]
+    run([*net, "link", "set", "host0", "address", node.mac])
+    run([*net, "addr", "replace", f"{node.ip}/{LAB_NET.prefixlen}", "dev", "host0"])
+    run([*net, "link", "set", "host0", "up"])
+    for other in NODES:
+        run([*net, "route", "replace", other.pod_cidr, "via", other.ip, "dev", "host0"])
+
+
+def arm64_down(state_dir: Path, inventory_dir: Path) -> None:
+    """Stop the arm64 node, delete its Node object, unregister the binfmt handler, rewrite the inventory."""
+    state = State(state_dir)
+    if not state.data.get("arm64"):
+        log(f"{ARM64_NODE.name} is not up")
+        return
+    node = ARM64_NODE
+    init = state.proc(f"init/{node.name}")
+    if init and init.alive():
+        run(in_node(init.pid, ["systemctl", "poweroff", "--no-block"]), check=False, timeout=30)
+    nspawn = state.proc(f"nspawn/{node.name}")
+    survivors = stop_procs([(f"nspawn/{node.name}", nspawn)] if nspawn else [], signal.SIGTERM, STOP_TIMEOUT)
+    if survivors and init:
+        stop_procs([(f"init/{node.name}", init)], signal.SIGKILL, 5.0)  # kills its whole PID namespace
+    if link_exists(node.veth):
+        run(["ip", "link", "del", node.veth], check=False)
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(NSPAWN_RUN / "propagate" / node.name)
+    from kubernetes import client
+
+    with admin_api(state) as api_client, contextlib.suppress(client.ApiException):
+        client.CoreV1Api(api_client).delete_node(node.name)
+    unregister_binfmt(state.data.pop("binfmt", {}))
+    state.data["arm64"] = False
+    for key in (f"nspawn/{node.name}", f"init/{node.name}"):
+        state.data.get("procs", {}).pop(key, None)
+    state.data.get("nodes", {}).pop(node.name, None)
+    state.save()
+    (inventory_dir / "host_vars" / f"{node.name}.yml").unlink(missing_ok=True)
+    if state.data.get("phase") == "up":
+        write_inventory(state, inventory_dir)
+    log(f"{node.name} is down")
+
+
+# ---------------------------------------------------------------------------------------------------------
 # up / down / status
 
 
@@ -1169,11 +1315,11 @@ def health(state: State) -> tuple[str, list[str]]:
             return "broken", [f"no lab state in {state.dir}, but found {', '.join(leftovers)}"]
         return "down", []
     problems = []
-    for key in (*API_PROCS, *(f"{kind}/{n.name}" for kind in ("nspawn", "init") for n in NODES)):
+    for key in (*API_PROCS, *(f"{kind}/{n.name}" for kind in ("nspawn", "init") for n in lab_nodes(state))):
         proc = state.proc(key)
         if proc is None or not proc.alive():
             problems.append(f"{key}: " + ("never started" if proc is None else f"process {proc.pid} is gone"))
-    for link in (BRIDGE, CLIENT_VETH, *(n.veth for n in NODES)):
+    for link in (BRIDGE, CLIENT_VETH, *(n.veth for n in lab_nodes(state))):
         if not link_exists(link):
             problems.append(f"link {link} is missing")
     if not netns_exists(CLIENT_NS):
@@ -1184,7 +1330,8 @@ def health(state: State) -> tuple[str, list[str]]:
 
 
 def lab_leftovers() -> list[str]:
-    found = [f"link {name}" for name in (BRIDGE, CLIENT_VETH, *(n.veth for n in NODES)) if link_exists(name)]
+    links = (BRIDGE, CLIENT_VETH, *(n.veth for n in (*NODES, ARM64_NODE)))
+    found = [f"link {name}" for name in links if link_exists(name)]
     found += [f"netns {CLIENT_NS}"] if netns_exists(CLIENT_NS) else []
     found += [f"cgroup {root / CGROUP}" for root in cgroup_roots() if (root / CGROUP).exists()]
     return found
@@ -1282,28 +1429,36 @@ def down(state_dir: Path, inventory_dir: Path) -> None:
         state.data["phase"] = "stopping"
         state.save()
     problems: list[str] = []
-    # SIGTERM to systemd-nspawn powers the container off cleanly (it forwards it as SIGRTMIN+3 to init).
-    nspawns = [(f"nspawn/{n.name}", p) for n in NODES if (p := state.proc(f"nspawn/{n.name}"))]
+    nodes = lab_nodes(state) if state.exists else NODES
+    # SIGTERM to systemd-nspawn powers the container off cleanly (it forwards it as SIGRTMIN+3 to init); under
+    # qemu-user that signal arrives shifted (as SIGRTMIN+1: rescue mode), so an arm64 node is told directly.
+    for node in nodes:
+        init = state.proc(f"init/{node.name}")
+        if node.arch != "amd64" and init and init.alive():
+            run(in_node(init.pid, ["systemctl", "poweroff", "--no-block"]), check=False, timeout=30)
+    nspawns = [(f"nspawn/{n.name}", p) for n in nodes if (p := state.proc(f"nspawn/{n.name}"))]
     api = [(key, p) for key in reversed(API_PROCS[1:]) if (p := state.proc(key))]
     survivors = stop_procs(nspawns + api, signal.SIGTERM, STOP_TIMEOUT)
     etcd = [(key, p) for key in API_PROCS[:1] if (p := state.proc(key))]
     survivors += stop_procs(etcd, signal.SIGTERM, STOP_TIMEOUT)
     if survivors:
         log(f"still running after {STOP_TIMEOUT:.0f}s, killing: {', '.join(key for key, _ in survivors)}")
-        inits = [(f"init/{n.name}", p) for n in NODES if (p := state.proc(f"init/{n.name}"))]
+        inits = [(f"init/{n.name}", p) for n in nodes if (p := state.proc(f"init/{n.name}"))]
         # Killing a container's init kills its whole PID namespace.
         for key, proc in stop_procs(inits + survivors, signal.SIGKILL, 5.0):
             problems.append(f"{key} (pid {proc.pid}) survived SIGKILL")
-    for link in (*(n.veth for n in NODES), CLIENT_VETH, BRIDGE):
+    for link in (*(n.veth for n in nodes), CLIENT_VETH, BRIDGE):
         if link_exists(link):
             run(["ip", "link", "del", link], check=False)
     if netns_exists(CLIENT_NS):
         run(["ip", "netns", "del", CLIENT_NS], check=False)
     problems += remove_cgroups()
     # systemd-nspawn leaves per-machine directories (and, if it created them, its run dirs) behind.
-    for node in NODES:
+    for node in nodes:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(NSPAWN_RUN / "propagate" / node.name)
+    if state.exists and state.data.get("binfmt"):
+        unregister_binfmt(state.data["binfmt"])
     if state.exists and not state.data.get("nspawn_run_dir_existed", True):
         for path in (NSPAWN_RUN / "propagate", NSPAWN_RUN / "locks", NSPAWN_RUN):
             with contextlib.suppress(OSError):
@@ -1329,7 +1484,7 @@ def print_status(state: State, as_json: bool = False) -> int:
         return {"up": 0, "broken": 1}.get(status, 2)
     print(f"  bridge    {BRIDGE} {BRIDGE_IP}/{LAB_NET.prefixlen} (API side, root namespace)")
     print(f"  client    netns {CLIENT_NS}, {CLIENT_IF} {CLIENT_IP} {CLIENT_MAC}")
-    for node in NODES:
+    for node in lab_nodes(state):
         info = state.data.get("nodes", {}).get(node.name, {})
         init = state.proc(f"init/{node.name}")
         systemd = "?"
@@ -1375,6 +1530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     proxy_cmd = sub.add_parser("kube-proxy", help="set kube-proxy's mode (and strictARP) and restart it on every node")
     proxy_cmd.add_argument("mode", choices=KUBE_PROXY_MODES)
     proxy_cmd.add_argument("--strict-arp", action="store_true", help="ipvs.strictARP: true in its ConfigMap")
+    arm64_cmd = sub.add_parser("arm64", help="join an aarch64 node (qemu-user) to the running lab, or remove it")
+    arm64_cmd.add_argument("action", choices=("up", "down"))
     backend_cmd = sub.add_parser("backend", help="the demo Services' backend pods: list, add, remove, move, ...")
     actions = backend_cmd.add_subparsers(dest="action", required=True)
     list_cmd = actions.add_parser("list", help="every backend: app, node, address, ready")
@@ -1420,6 +1577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             set_kube_proxy(state_dir, args.mode, args.strict_arp)
         elif args.command == "backend":
             return backend_command(state_dir, args)
+        elif args.command == "arm64":
+            (arm64_up if args.action == "up" else arm64_down)(state_dir, inventory_dir)
         else:
             return print_status(State(state_dir), as_json=args.json)
     except LabError as exc:
