@@ -130,7 +130,9 @@ def run_one(python: str, scratch: Path) -> tuple[bool, str]:
         "set -e; python3 -m venv /tmp/venv; "
         "/tmp/venv/bin/pip install --quiet --disable-pip-version-check --no-index --find-links /wheels "
         "-r /src/files/l2lb_agent/requirements.txt -r /src/tests/pythons-requirements.txt; "
-        f"cd /src && PYTHONDONTWRITEBYTECODE=1 /tmp/venv/bin/python -m pytest -q -p no:cacheprovider {' '.join(TESTS)}"
+        # /src is read-only: bytecode and Hypothesis's example database go elsewhere (else a warning per test).
+        "cd /src && PYTHONDONTWRITEBYTECODE=1 HYPOTHESIS_STORAGE_DIRECTORY=/tmp/hypothesis "
+        f"/tmp/venv/bin/python -m pytest -q -p no:cacheprovider {' '.join(TESTS)}"
     )
     done = nspawn(root, "sh", "-c", script, binds=(f"{REPO}:/src", f"{wheels}:/wheels"))
     output = (done.stdout + done.stderr).strip()
