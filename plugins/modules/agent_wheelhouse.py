@@ -75,6 +75,7 @@ platforms:
            size_bytes: 4700000, downloaded: false}}
 """
 
+import glob
 import hashlib
 import os
 import re
@@ -170,7 +171,8 @@ def download(module: AnsibleModule, python: str, facts: dict, deps_dir: str, pin
             cmd += ["--index-url", module.params["index_url"]]
         rc, _, err = module.run_command(cmd)
         if rc != 0:
-            return f"pip could not download the wheels ({' '.join(cmd)}): {err.strip()[-2000:]}"
+            shown = " ".join(re.sub(r"//[^/@\s]+@", "//***@", part) for part in cmd)  # no index credentials
+            return f"pip could not download the wheels ({shown}): {err.strip()[-2000:]}"
         problems = check_download(scratch, facts, pins)
         if problems:
             return "the download is wrong: " + "; ".join(problems)
@@ -223,6 +225,9 @@ def main() -> None:
         if downloaded:
             changed = True
             if not module.check_mode:
+                # Markers of other requirements (A -> B -> A) no longer describe deps_dir once it is replaced.
+                for stale in glob.glob(os.path.join(dest, "deps", f".{key}.complete-*")):
+                    os.unlink(stale)
                 error = download(module, python, facts, deps_dir, pins)
                 if error:
                     module.fail_json(msg=f"agent_wheelhouse: {key}: {error}")

@@ -98,6 +98,18 @@ def test_wheels_for_aarch64_py312_and_x86_64_py39_carry_only_their_tags(wheelhou
     assert {p.name: p.stat().st_mtime_ns for p in (wheelhouse / "manifests").iterdir()} == manifests
 
 
+def test_going_back_to_earlier_requirements_downloads_them_again(wheelhouse: Path, tmp_path: Path) -> None:
+    """A -> B -> A: the second A must not be taken for done because A's marker is still there."""
+    older = tmp_path / "older.txt"
+    older.write_text(REQUIREMENTS.read_text().replace("six==1.17.0", "six==1.16.0"))
+    for requirements, six in ((REQUIREMENTS, "six-1.17.0"), (older, "six-1.16.0"), (REQUIREMENTS, "six-1.17.0")):
+        shutil.copy(requirements, wheelhouse / "requirements.txt")
+        result = run({"dest": str(wheelhouse), "requirements": str(requirements), "platforms": [X86_PY39]})
+        assert not result.get("failed"), result.get("msg")
+        wheels = result["platforms"]["cp39-x86_64-glibc2.31"]["wheels"]
+        assert [name for name in wheels if name.startswith("six-")] == [f"{six}-py2.py3-none-any.whl"], wheels
+
+
 def test_a_node_the_wheels_cannot_serve_fails_before_any_download(wheelhouse: Path) -> None:
     armv7 = {**ARM64_PY312, "machine": "armv7l"}
     old = {**X86_PY39, "version": "3.8.10"}
