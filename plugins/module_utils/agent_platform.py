@@ -78,7 +78,7 @@ def problems(facts: Mapping[str, Any]) -> list[str]:
     elif python < MIN_PYTHON:
         found.append(
             f"python3 is {facts.get('version')}; the agent needs 3.9 or later "
-            "(on CentOS/RHEL 8: dnf install python39, or move to RHEL 9)"
+            "(CentOS/RHEL 8: move to RHEL 9, or dnf install python39 and alternatives --set python3 /usr/bin/python3.9)"
         )
     elif python > MAX_PYTHON:
         found.append(

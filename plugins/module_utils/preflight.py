@@ -41,7 +41,9 @@ SUPPORTED = (
     "see each reason; supported are Debian 11-13, Ubuntu 22.04/24.04, RHEL-family 9/10 and Raspberry Pi OS "
     "(64-bit), x86_64 or aarch64, with systemd and the system python3 (3.9 to 3.13)"
 )
-FINDING_IDS = (IPVS_STRICT_ARP, K3S_SERVICELB, OTHER_LOAD_BALANCER, MULTI_NIC_SYSCTLS, DATAPLANE)
+FINDING_IDS = (
+    IPVS_STRICT_ARP, K3S_SERVICELB, OTHER_LOAD_BALANCER, MULTI_NIC_SYSCTLS, DATAPLANE, AGENT_PLATFORM, AGENT_VENV
+)  # fmt: skip
 
 KUBE_PROXY_CONFIGMAP = ("kube-system", "kube-proxy", "config.conf")
 CILIUM_CONFIGMAP = ("kube-system", "cilium-config")

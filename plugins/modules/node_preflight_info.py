@@ -104,8 +104,10 @@ def python_facts(module: AnsibleModule) -> dict:
     else:
         rc, out, err = module.run_command([python3, "-I", "-c", agent_platform.PYTHON_FACTS_SCRIPT])
         try:
-            facts = json.loads(out) if rc == 0 else {"error": (err or out).strip()[-300:]}
+            facts = json.loads(out) if rc == 0 else {"error": (err or out).strip()[-300:] or f"exit status {rc}"}
         except ValueError:
+            facts = {"error": f"unexpected output {out.strip()[:200]!r}"}
+        if not isinstance(facts, dict):
             facts = {"error": f"unexpected output {out.strip()[:200]!r}"}
     if "error" not in facts:
         facts["key"] = agent_platform.key(facts)

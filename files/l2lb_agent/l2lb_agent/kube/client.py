@@ -359,9 +359,10 @@ class KubeClient:
         """PATCH one object (``typed(*args, body)``, at ``path``) with a JSON merge patch.
 
         kubernetes 36+ (OpenAPI Generator 7) lets the typed method send it (``_content_type``). 35.0.0, the
-        newest release that runs on Python 3.9 and the one the agent pins, takes no ``_content_type`` and picks
-        ``application/json-patch+json`` for every body, so there the request goes through ``call_api`` (its
-        3-argument-path signature of that generation) with our own Content-Type. Same request either way.
+        newest release that runs on Python 3.9 and the one the agent pins, takes no ``_content_type``: it picks
+        json-patch, which its REST layer turns into a strategic merge patch for a dict body, and the API refuses
+        that for custom resources. So there the request goes through ``call_api`` (that generation's signature)
+        with our own Content-Type. Same request either way.
         """
         if _TYPED_CONTENT_TYPE:
             return self.call("patch", resource, typed, *args, dict(patch), _content_type=MERGE_PATCH)

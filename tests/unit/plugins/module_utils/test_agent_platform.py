@@ -55,8 +55,8 @@ def test_foreign_wheels_are_those_of_another_cpu_python_or_newer_glibc() -> None
 def test_unsupported_nodes_are_named_with_the_reason_and_the_fix() -> None:
     assert ap.problems(BULLSEYE) == [] and ap.problems(PI) == [] and ap.problems(ALPINE) == []
     old = ap.problems({**BULLSEYE, "version": "3.6.8"})
-    assert old == ["python3 is 3.6.8; the agent needs 3.9 or later (on CentOS/RHEL 8: dnf install python39, or move "
-                   "to RHEL 9)"]  # fmt: skip
+    assert old == ["python3 is 3.6.8; the agent needs 3.9 or later (CentOS/RHEL 8: move to RHEL 9, or dnf install "
+                   "python39 and alternatives --set python3 /usr/bin/python3.9)"]  # fmt: skip
     armhf = ap.problems({**PI, "machine": "armv7l"})
     assert armhf == ["CPU architecture armv7l has no agent wheels; supported: x86_64, aarch64 (32-bit Raspberry Pi "
                      "OS: install the 64-bit OS)"]  # fmt: skip
