@@ -438,8 +438,9 @@ def ensure_images(rebuild: bool = False) -> dict[str, Path]:
 def prune_images(keep: Iterable[Path]) -> None:
     """Remove cached images other than ``keep`` and their bases, except those a running node boots from."""
     keep_names = {path.name for path in keep} | {base_image_name(suite) for suite in SUITES}
+    keep_names |= {base_image_name(ARM64_NODE.suite, ARM64_NODE.arch), image_name(ARM64_NODE.suite, ARM64_NODE.arch)}
     with cache_lock():
-        lab_image = re.compile(rf"^({'|'.join(SUITES)})-[0-9a-f]{{12}}(-lab-[0-9a-f]{{12}})?$")
+        lab_image = re.compile(rf"^({'|'.join(SUITES)})-(arm64-)?[0-9a-f]{{12}}(-lab-[0-9a-f]{{12}})?$")
         for path in sorted(IMAGE_CACHE.iterdir()):
             # Only the lab's own images: the rootfs of tests/pythons.py and tests/qemu.py stay.
             if not path.is_dir() or path.name in keep_names or not lab_image.match(path.name):
@@ -1226,24 +1227,29 @@ def unregister_binfmt(done: dict[str, bool]) -> None:
 
 
 def arm64_up(state_dir: Path, inventory_dir: Path) -> None:
-    """Join the arm64 node to the running lab: binfmt handler, image, Node object, boot, inventory."""
+    """Join the arm64 node to the running lab: binfmt handler, image, Node object, boot, inventory.
+
+    Whatever fails on the way is undone by arm64_down, the binfmt handler included (only if this lab added it).
+    """
     state = running_state(state_dir)
     if state.data.get("arm64"):
         log(f"{ARM64_NODE.name} (arm64) is already up")
         return
-    state.data["binfmt"] = register_binfmt()
-    state.save()
-    image = ensure_image(ARM64_NODE.suite, arch=ARM64_NODE.arch)
-    sys.path.insert(0, str(REPO / "tests"))
-    from controlplane import register_node
-
-    with admin_api(state) as api_client:
-        register_node(api_client, ARM64_NODE.name, ARM64_NODE.labels, [ARM64_NODE.ip])
-    state.data["arm64"] = True
-    state.data.setdefault("images", {})[f"{ARM64_NODE.suite}-{ARM64_NODE.arch}"] = str(image)
+    done = register_binfmt()
+    earlier = state.data.get("binfmt") or {}
+    state.data["binfmt"] = {what: bool(earlier.get(what)) or added for what, added in done.items()}
+    state.data["arm64"] = True  # from here on arm64_down undoes whatever was done
     state.save()
     started = time.monotonic()
     try:
+        image = ensure_image(ARM64_NODE.suite, arch=ARM64_NODE.arch)
+        state.data.setdefault("images", {})[f"{ARM64_NODE.suite}-{ARM64_NODE.arch}"] = str(image)
+        state.save()
+        sys.path.insert(0, str(REPO / "tests"))
+        from controlplane import register_node
+
+        with admin_api(state) as api_client:
+            register_node(api_client, ARM64_NODE.name, ARM64_NODE.labels, [ARM64_NODE.ip])
         start_node(ARM64_NODE, image, state)
         wait_node(ARM64_NODE, state, time.monotonic() + ARM64_BOOT_TIMEOUT)
         configure_host0(ARM64_NODE, state.data["nodes"][ARM64_NODE.name]["init_pid"])
