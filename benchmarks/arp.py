@@ -1,7 +1,7 @@
 """Table 3 — the ARP responder: reply latency under load, and the highest rate answered without loss.
 
 A network-namespace lab (tests/netns.py) with one node and a client on 198.18.111.0/24. The node runs the
-speaker on its own (``python -m l2lb_agent.speaker.runner``: the same ArpResponder the agent uses) for one
+speaker on its own (``python -m l2lb_agent.speaker.runner``: the same Responder the agent uses) for one
 Service IP; the client runs :mod:`benchmarks.arp_loadgen`, a raw-socket generator that matches every reply
 to its request. At each rate the same generator also asks for the node's own address, which the node's
 kernel answers: that is the floor (the wire, two veths, a bridge and the kernel's ARP code), measured in the

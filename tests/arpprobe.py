@@ -1,7 +1,13 @@
-"""ARP prober for tests, built on scapy: who answers an IP, from which MAC, how fast; run it in a netns.
+"""ARP and NDP prober for tests, built on scapy: who answers an IP, from which MAC, how fast; run it in a netns.
 
     ip netns exec NS python -m arpprobe --iface l2lb0 --target 198.18.100.100 --count 200
     ip netns exec NS python -m arpprobe --iface l2lb0 --target 198.18.100.100 --interval-ms 20
+    ip netns exec NS python -m arpprobe --iface l2lb0 --target 2001:2:0:100::100 --src-ip 2001:2:0:100::2 --count 5
+
+For an IPv6 target the question is a Neighbor Solicitation to the target's solicited-node group (with our MAC
+as Source Link-Layer Address), an answer is a Neighbor Advertisement for the target to the asker's address
+(its MAC: the Target Link-Layer Address option), and an unsolicited NA to all-nodes is reported like a
+gratuitous ARP (``garp`` line, ``op`` ``unsolicited-na``); everything else below holds for both families.
 
 With ``--count`` it sends one who-has at a time: waits for the first answer (``--timeout-ms``), lingers
 ``--settle-ms`` for further answers (two answers = split brain), then sends the next. Without ``--count``
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import ipaddress
 import json
 import os
 import select
@@ -38,6 +45,7 @@ from types import FrameType
 from typing import Any
 
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
 SO_TIMESTAMPNS = 35  # Linux; Python's socket module does not export it
 _TIMESPEC = struct.Struct("@qq")
 
@@ -63,21 +71,28 @@ class _Prober:
 
         self._arp_layer = ARP
         self._ether_layer = Ether
-        self.target = target
+        self.ipv6 = ":" in target
+        self.target = str(ipaddress.ip_address(target))
         self.out = out
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        self.sock.bind((iface, ETH_P_ARP))
+        self.sock.bind((iface, ETH_P_IPV6 if self.ipv6 else ETH_P_ARP))
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         self.mac = self.sock.getsockname()[4].hex(":")
-        self.src_ips = list(src_ips) or [_first_ipv4(iface)]
-        self.requests = {
-            ip: bytes(
-                Ether(dst="ff:ff:ff:ff:ff:ff", src=self.mac)
-                / ARP(op=1, hwsrc=self.mac, psrc=ip, hwdst="00:00:00:00:00:00", pdst=target)
-            )
-            for ip in self.src_ips
-        }
+        if self.ipv6:
+            if not src_ips:
+                raise SystemExit("an IPv6 target needs --src-ip")
+            self.src_ips = [str(ipaddress.ip_address(ip)) for ip in src_ips]
+            self.requests = {ip: self._solicit(ip) for ip in self.src_ips}
+        else:
+            self.src_ips = list(src_ips) or [_first_ipv4(iface)]
+            self.requests = {
+                ip: bytes(
+                    Ether(dst="ff:ff:ff:ff:ff:ff", src=self.mac)
+                    / ARP(op=1, hwsrc=self.mac, psrc=ip, hwdst="00:00:00:00:00:00", pdst=target)
+                )
+                for ip in self.src_ips
+            }
         # Replies name the asker's IP as target: with several source IPs, a late reply still finds its probe.
         self.outstanding: dict[str, _Probe] = {}
         self._dissected: dict[bytes, tuple[int, str, str, str] | tuple[()]] = {}
@@ -120,7 +135,7 @@ class _Prober:
             return
         op, hwsrc, pdst, eth_src = facts
         if pdst == self.target:
-            kind = "request" if op == 1 else "reply"
+            kind = "unsolicited-na" if self.ipv6 else "request" if op == 1 else "reply"
             self.out.write(type="garp", t=time.monotonic(), mac=hwsrc, op=kind, eth_src=eth_src)
             return
         probe = self.outstanding.get(pdst)
@@ -134,9 +149,40 @@ class _Prober:
                 }
             )
 
+    def _solicit(self, src_ip: str) -> bytes:
+        from scapy.layers.inet6 import ICMPv6ND_NS, ICMPv6NDOptSrcLLAddr, IPv6
+        from scapy.utils6 import in6_getnsma, in6_getnsmac
+
+        group = in6_getnsma(socket.inet_pton(socket.AF_INET6, self.target))
+        packet = (
+            self._ether_layer(dst=in6_getnsmac(group), src=self.mac)
+            / IPv6(src=src_ip, dst=socket.inet_ntop(socket.AF_INET6, group), hlim=255)
+            / ICMPv6ND_NS(tgt=self.target)
+            / ICMPv6NDOptSrcLLAddr(lladdr=self.mac)
+        )
+        return bytes(packet)
+
     def _dissect(self, data: bytes) -> tuple[int, str, str, str] | tuple[()]:
-        """scapy's reading of an ARP frame about our target: (op, sender MAC, target IP, Ethernet source)."""
+        """scapy's reading of an answer about our target: (op, sender MAC, target IP, Ethernet source).
+
+        ARP: the op, sender MAC and target IP of the frame. NDP: an NA for our target is op 2 to the asker's
+        address (the "target IP" then), and op 1 with our target as "target IP" when it goes to all-nodes
+        (an announcement); the MAC is the NA's Target Link-Layer Address.
+        """
         packet = self._ether_layer(data)
+        if self.ipv6:
+            from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+
+            if not packet.haslayer(ICMPv6ND_NA) or packet[IPv6].hlim != 255:
+                return ()
+            na = packet[ICMPv6ND_NA]
+            if str(ipaddress.ip_address(na.tgt)) != self.target:
+                return ()
+            mac = str(packet[ICMPv6NDOptDstLLAddr].lladdr) if packet.haslayer(ICMPv6NDOptDstLLAddr) else str(packet.src)
+            dst = str(ipaddress.ip_address(packet[IPv6].dst))
+            if ipaddress.ip_address(dst).is_multicast:
+                return (1, mac, self.target, str(packet.src)) if not na.S else ()
+            return (2, mac, dst, str(packet.src))
         if not packet.haslayer(self._arp_layer):
             return ()
         arp = packet[self._arp_layer]

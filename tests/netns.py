@@ -9,7 +9,10 @@ Everything lives in namespaces this module creates (nothing touches the host's o
 Service IPs for tests: ``lab.vip(i)`` = .100 + i. Continuous probers also send from .240-.254.
 
 <tag> is 4 random hex digits, so parallel runs do not collide. Addresses must lie in 198.18.0.0/15.
-IPv6 is disabled in every namespace so no traffic other than ours (IPv4 in 198.18.0.0/15, ARP) is sent.
+IPv6 is disabled in every namespace so no traffic other than ours (IPv4 in 198.18.0.0/15, ARP) is sent,
+unless the lab is built with ``subnet6`` (a /64 in 2001:2::/48, RFC 5180's benchmarking prefix): then the lab
+interfaces get IPv6 (hosts ::2, ::11, ::12, ...; ``lab.vip6(i)`` = ::100 + i) without DAD, router
+solicitations or autoconfiguration, and NDP and MLD stay on the lab's own bridge.
 Teardown kills only the processes started through the lab (by PID) and deletes the namespaces, which
 deletes the bridge and veths with them. A lab records its owner (PID + start time) in /run/l2lb-netns;
 ``cleanup_stale_labs()`` removes namespaces of labs whose owner is gone (crashed earlier runs).
@@ -45,6 +48,7 @@ AGENT_PATH = REPO / "files" / "l2lb_agent"
 TESTS_PATH = REPO / "tests"
 PYTHON = sys.executable
 ALLOWED_NETWORK = ipaddress.IPv4Network("198.18.0.0/15")
+ALLOWED_NETWORK6 = ipaddress.IPv6Network("2001:2::/48")
 NS_PREFIX = "l2lb-t"
 OWNER_DIR = Path("/run/l2lb-netns")
 BRIDGE = "l2lb-br"
@@ -180,6 +184,8 @@ class Host:
     """The bridge-side veth (in the bridge namespace)."""
     index: int
     """0 for the client, i for node i."""
+    ip6: str | None = None
+    """The host's IPv6 address (a lab with ``subnet6``), prefix /64."""
 
     @property
     def cidr(self) -> str:
@@ -203,8 +209,16 @@ class Lab:
         *,
         client: bool = True,
         host_ifname: str = HOST_IFNAME,
+        subnet6: str | None = None,
     ) -> None:
         network = ipaddress.ip_network(subnet)
+        network6 = ipaddress.ip_network(subnet6) if subnet6 is not None else None
+        if network6 is not None and (
+            not isinstance(network6, ipaddress.IPv6Network)
+            or not network6.subnet_of(ALLOWED_NETWORK6)
+            or network6.prefixlen != 64
+        ):
+            raise ValueError(f"subnet6 {subnet6}: lab IPv6 addresses must be a /64 in {ALLOWED_NETWORK6}")
         if not isinstance(network, ipaddress.IPv4Network) or not network.subnet_of(ALLOWED_NETWORK):
             raise ValueError(f"subnet {subnet}: lab addresses must lie in {ALLOWED_NETWORK}")
         if network.num_addresses < 256:
@@ -214,6 +228,7 @@ class Lab:
         if not host_ifname.startswith("l2lb") or len(host_ifname) > 15:
             raise ValueError(f"host_ifname {host_ifname!r}: must start with 'l2lb' and fit 15 characters")
         self.network = network
+        self.network6 = network6
         self.tag = ""
         self.host_ifname = host_ifname
         self._want_nodes = nodes
@@ -302,9 +317,16 @@ class Lab:
     def _add_netns(self, netns: str) -> None:
         sh(["ip", "netns", "add", netns])
         self._namespaces.append(netns)
-        # No IPv6 (no router solicitations, MLD or DAD leaving our interfaces), loopback up.
-        self.sysctl(netns, "net.ipv6.conf.all.disable_ipv6", "1", check=False)
-        self.sysctl(netns, "net.ipv6.conf.default.disable_ipv6", "1", check=False)
+        if self.network6 is None:
+            # No IPv6 (no router solicitations, MLD or DAD leaving our interfaces).
+            self.sysctl(netns, "net.ipv6.conf.all.disable_ipv6", "1", check=False)
+            self.sysctl(netns, "net.ipv6.conf.default.disable_ipv6", "1", check=False)
+        else:
+            # IPv6 with only the addresses we give: no autoconfiguration, router solicitations or DAD.
+            for conf in ("all", "default"):
+                for key, value in (("accept_ra", "0"), ("autoconf", "0"), ("router_solicitations", "0")):
+                    self.sysctl(netns, f"net.ipv6.conf.{conf}.{key}", value, check=False)
+                self.sysctl(netns, f"net.ipv6.conf.{conf}.accept_dad", "0", check=False)
         self._ip(netns, "link", "set", "lo", "up")
 
     def _mac(self, index: int) -> str:
@@ -322,6 +344,7 @@ class Lab:
             mac=self._mac(index),
             port=netns,
             index=index,
+            ip6=str(self.network6[int(str(index + 10 if index else 2), 16)]) if self.network6 is not None else None,
         )
         self._connect(host)
         return host
@@ -332,6 +355,8 @@ class Lab:
         self._ip(host.netns, "link", "set", host.ifname, "address", host.mac)
         self._ip(br, "link", "set", host.port, "master", BRIDGE, "up")
         self._ip(host.netns, "addr", "add", host.cidr, "dev", host.ifname)
+        if host.ip6 is not None:
+            self._ip(host.netns, "-6", "addr", "add", f"{host.ip6}/64", "dev", host.ifname, "nodad")
         self._ip(host.netns, "link", "set", host.ifname, "up")
 
     # -- helpers --
@@ -341,6 +366,14 @@ class Lab:
         if not 0 <= i < 100:
             raise ValueError("vip index between 0 and 99")
         return str(self.network[100 + i])
+
+    def vip6(self, i: int = 0) -> str:
+        """The i-th IPv6 service IP of a lab with ``subnet6``: ::100 + i (hex, like ``vip``'s decimal .100)."""
+        if self.network6 is None:
+            raise RuntimeError("this lab was built without subnet6")
+        if not 0 <= i < 0x100:
+            raise ValueError("vip6 index between 0 and 255")
+        return str(self.network6[0x100 + i])
 
     def node(self, i: int) -> Host:
         """Node i, counting from 1 like the namespace names."""
@@ -414,9 +447,9 @@ class Lab:
         info = json.loads(self._ip(host.netns, "-j", "link", "show", "dev", host.ifname))
         return str(info[0]["address"])
 
-    def neighbours(self, host: Host) -> dict[str, Neighbour]:
-        """The host's IPv4 neighbour table on its lab interface, by IP."""
-        entries = json.loads(self._ip(host.netns, "-j", "-4", "neigh", "show", "dev", host.ifname) or "[]")
+    def neighbours(self, host: Host, family: str = "-4") -> dict[str, Neighbour]:
+        """The host's neighbour table (``-4`` or ``-6``) on its lab interface, by IP."""
+        entries = json.loads(self._ip(host.netns, "-j", family, "neigh", "show", "dev", host.ifname) or "[]")
         return {e["dst"]: Neighbour(ip=e["dst"], mac=e.get("lladdr"), state=tuple(e.get("state", ()))) for e in entries}
 
     def flush_neighbours(self, host: Host) -> None:
@@ -428,9 +461,15 @@ class Lab:
         self, target: str, extra: Sequence[str], source: Host | None, slots: int = 1
     ) -> tuple[Host, list[str]]:
         prober = source or self.client
-        argv = ["-m", "arpprobe", "--iface", prober.ifname, "--target", target, "--src-ip", prober.ip]
-        for i in range(slots - 1):
-            argv += ["--src-ip", str(self.network[PROBE_SLOT_BASE + i])]
+        if ipaddress.ip_address(target).version == 6:
+            if self.network6 is None or prober.ip6 is None:
+                raise RuntimeError("an IPv6 probe needs a lab with subnet6")
+            own, slot_ips = prober.ip6, [str(self.network6[0x240 + i]) for i in range(slots - 1)]
+        else:
+            own, slot_ips = prober.ip, [str(self.network[PROBE_SLOT_BASE + i]) for i in range(slots - 1)]
+        argv = ["-m", "arpprobe", "--iface", prober.ifname, "--target", target, "--src-ip", own]
+        for ip in slot_ips:
+            argv += ["--src-ip", ip]
         return prober, [*argv, *extra]
 
     def arp_probe(

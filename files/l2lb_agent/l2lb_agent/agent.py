@@ -46,7 +46,7 @@ ResponderFactory = Callable[..., Any]
 
 
 def _default_responder_factory(config: AgentConfig) -> ResponderFactory:
-    from .speaker.responder import ArpResponder, ResponderConfig
+    from .speaker.responder import Responder, ResponderConfig
 
     responder_config = ResponderConfig(
         garp_burst_rounds=config.speaker.garp_count,
@@ -55,7 +55,7 @@ def _default_responder_factory(config: AgentConfig) -> ResponderFactory:
     )
 
     def build(**callbacks: Any) -> Any:
-        return ArpResponder(responder_config, **callbacks)
+        return Responder(responder_config, **callbacks)
 
     return build
 

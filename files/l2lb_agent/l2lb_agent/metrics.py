@@ -34,8 +34,21 @@ class Metrics:
         self.announced_ips = Gauge("l2lb_announced_ips", "Service IPs this node answers ARP for", registry=r)
         self.arp_replies = Counter("l2lb_arp_replies", "ARP replies sent for service IPs", registry=r)
         self.garp_sent = Counter("l2lb_garp_sent", "Gratuitous ARP frames sent", registry=r)
+        self.ndp_replies = Counter(
+            "l2lb_ndp_replies", "Neighbor Advertisements sent in answer to solicitations for service IPs", registry=r
+        )
+        self.unsolicited_na_sent = Counter(
+            "l2lb_unsolicited_na_sent", "Unsolicited Neighbor Advertisements sent (IPv6 announcements)", registry=r
+        )
+        self.dad_probes = Counter(
+            "l2lb_dad_probes",
+            "IPv6 duplicate address detection probes for an IP this node announces (a host wants it; defended)",
+            registry=r,
+        )
         self.arp_conflicts = Counter(
-            "l2lb_arp_conflicts", "Other MACs seen claiming an IP this node announces", registry=r
+            "l2lb_arp_conflicts",
+            "Other MACs seen claiming an IP this node announces (ARP or NDP)",
+            registry=r,
         )
         self.fence_withdrawals = Counter(
             "l2lb_fence_withdrawals",

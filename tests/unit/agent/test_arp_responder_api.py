@@ -6,21 +6,23 @@ from collections.abc import Iterator
 
 import pytest
 
-from l2lb_agent.speaker.responder import ArpResponder, ResponderConfig
+from l2lb_agent.speaker.responder import Responder, ResponderConfig
 
 
 @pytest.fixture
-def responder() -> Iterator[ArpResponder]:
-    r = ArpResponder(ResponderConfig())
+def responder() -> Iterator[Responder]:
+    r = Responder(ResponderConfig())
     try:
         yield r
     finally:
         r.stop()
 
 
-def test_assignments_round_trip(responder: ArpResponder) -> None:
+def test_assignments_round_trip(responder: Responder) -> None:
     responder.set_assignments({"198.18.0.101": ["eth1", "eth0"], "198.18.0.100": ["eth0"]})
     assert responder.assignments() == {"198.18.0.100": ["eth0"], "198.18.0.101": ["eth0", "eth1"]}
+    responder.set_assignments({"2001:2:0:1:0::100": ["eth0"], "198.18.0.100": ["eth0"]})
+    assert responder.assignments() == {"198.18.0.100": ["eth0"], "2001:2:0:1::100": ["eth0"]}
     responder.set_assignments({"198.18.0.101": ["eth1"]})
     assert responder.assignments() == {"198.18.0.101": ["eth1"]}
     responder.set_assignments({})
@@ -30,8 +32,11 @@ def test_assignments_round_trip(responder: ArpResponder) -> None:
 @pytest.mark.parametrize(
     ("assignments", "message"),
     [
-        ({"fe80::1": ["eth0"]}, "not an IPv4 address"),
-        ({"198.18.0.300": ["eth0"]}, "not an IPv4 address"),
+        ({"fe80::1": ["eth0"]}, "not a unicast address"),
+        ({"ff02::1": ["eth0"]}, "not a unicast address"),
+        ({"224.0.0.1": ["eth0"]}, "not a unicast address"),
+        ({"198.18.0.300": ["eth0"]}, "not an IP address"),
+        ({"2001:2::g": ["eth0"]}, "not an IP address"),
         ({"198.18.0.100": "eth0"}, "must be a list of names"),
         ({"198.18.0.100": [""]}, "not an interface name"),
         ({"198.18.0.100": ["a" * 16]}, "not an interface name"),
@@ -39,7 +44,7 @@ def test_assignments_round_trip(responder: ArpResponder) -> None:
     ],
 )
 def test_bad_assignments_are_refused_whole(
-    responder: ArpResponder, assignments: dict[str, list[str]], message: str
+    responder: Responder, assignments: dict[str, list[str]], message: str
 ) -> None:
     responder.set_assignments({"198.18.0.1": ["eth0"]})
     with pytest.raises(ValueError, match=message):
@@ -47,7 +52,7 @@ def test_bad_assignments_are_refused_whole(
     assert responder.assignments() == {"198.18.0.1": ["eth0"]}
 
 
-def test_counters_start_at_zero(responder: ArpResponder) -> None:
+def test_counters_start_at_zero(responder: Responder) -> None:
     counters = responder.counters().to_dict()
     assert counters["per_ip"] == {}
     assert set(counters["totals"]) >= {"requests_seen", "replies_sent", "garps_sent", "conflicts"}
@@ -64,7 +69,7 @@ def test_config_rejects_nonsense(field: str, value: float) -> None:
 
 
 def test_stop_clears_assignments_and_is_idempotent() -> None:
-    r = ArpResponder()
+    r = Responder()
     r.set_assignments({"198.18.0.1": ["eth0"]})
     r.stop()
     r.stop()

@@ -120,7 +120,7 @@ def answered_reference(runtime: SpeakerRuntime, assigned: Mapping[str, Mapping[s
     if not gone:
         for ip, entry in assigned.items():
             interfaces = sorted(i for i in entry["interfaces"] if i not in suspended)
-            if ip in fenced or not interfaces or not runtime_module._is_ipv4(ip):
+            if ip in fenced or not interfaces:
                 continue
             desired[ip] = interfaces
         for ip, interfaces in held.items():

@@ -135,13 +135,13 @@ def speaker(*placements: dict[str, Any]) -> tuple[SpeakerRuntime, Speaker, FakeK
     return harness.runtime, harness, harness.kube, harness.wire
 
 
-def test_only_this_nodes_ipv4_assignments_reach_the_wire() -> None:
+def test_only_this_nodes_assignments_reach_the_wire_in_both_families() -> None:
     runtime, *_, wire = speaker(
         svc("a", "198.18.10.1", "node-a"), svc("b", "198.18.10.2", "node-b"), svc("c", "2001:2::1", "node-a")
     )
     try:
         until(lambda: sorted(runtime.assigned()) == ["198.18.10.1", "2001:2::1"])
-        until(lambda: wire.current == {"198.18.10.1": ["eth0"]})
+        until(lambda: wire.current == {"198.18.10.1": ["eth0"], "2001:2::1": ["eth0"]})
     finally:
         runtime.stop()
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from l2lb_agent.speaker.responder import ArpResponder
+from l2lb_agent.speaker.responder import Responder
 from l2lb_agent.worker import ThreadKilled, Worker
 
 
@@ -93,7 +93,7 @@ def test_kill_ends_a_sleeping_loop_with_thread_killed() -> None:
 
 
 def test_kill_reaches_the_arp_responder_blocked_in_select() -> None:
-    responder = ArpResponder()
+    responder = Responder()
     responder.start()
     try:
         time.sleep(0.1)  # in select(), with nothing to do until the link check

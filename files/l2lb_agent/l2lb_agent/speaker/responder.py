@@ -1,9 +1,31 @@
-"""The ARP wire: one raw AF_PACKET socket per interface, one thread answering who-has for assigned IPs.
+"""The layer-2 wire: raw AF_PACKET sockets per interface, one thread answering ARP (IPv4) and NDP (IPv6).
 
 The responder never adds a service IP to an interface (no host services are exposed on the VIP); it
-only answers ARP for it with the interface's MAC, announces it with gratuitous ARP when it starts
-announcing (a burst, then a slow refresh so a rebooted router relearns), and reports other MACs that
-claim one of its IPs (``on_conflict``) so the agent can fence a split brain.
+only answers for it with the interface's MAC, announces it when it starts announcing (a burst, then a
+slow refresh so a rebooted router relearns), and reports other MACs that claim one of its IPs
+(``on_conflict``) so the agent can fence a split brain.
+
+Per interface there are two sockets: one bound to ARP, one bound to IPv6 with a classic BPF filter that
+lets only ICMPv6 Neighbor Solicitations and Advertisements through (a busy node's IPv6 traffic never
+reaches Python). The families behave alike:
+
+==========================  ==============================  =====================================================
+                            IPv4 (ARP)                      IPv6 (NDP, RFC 4861)
+==========================  ==============================  =====================================================
+question answered           who-has, broadcast or unicast   NS to the target's solicited-node group or to our MAC
+answer                      is-at, our MAC                  NA: Solicited + Override, Router clear, our MAC as TLLA
+announcement (burst,        gratuitous ARP, request and     unsolicited NA to all-nodes (ff02::1), Override set
+refresh)                    reply form                      (§7.2.6)
+claim by another MAC        ARP from the IP                 NA for the IP, or NS from the IP
+(``on_conflict``: fence)
+address conflict probe      RFC 5227 probe: ignored         DAD probe (NS from ::): answered to all-nodes, so
+                                                            the prober does not take the address; counted
+                                                            (``dad_probes``) and logged
+==========================  ==============================  =====================================================
+
+For IPv6 the responder joins the solicited-node multicast group of every address it answers on each
+interface (IPV6_JOIN_GROUP, so the kernel also answers MLD and a snooping bridge forwards the NS to us);
+where the interface has IPv6 turned off it falls back to the MAC filter alone (PACKET_ADD_MEMBERSHIP).
 
 Threading: every public method is safe to call from any thread. Callbacks (``on_conflict``,
 ``on_count``) run on the responder thread and must not block: hand work off to your own thread.
@@ -12,9 +34,11 @@ Threading: every public method is safe to call from any thread. Callbacks (``on_
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import heapq
+import ipaddress
 import itertools
 import logging
 import selectors
@@ -26,6 +50,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from l2lb_agent.speaker import ndp
 from l2lb_agent.speaker.arp import (
     ARP_FRAME_LEN,
     BROADCAST_MAC,
@@ -34,8 +59,6 @@ from l2lb_agent.speaker.arp import (
     build_gratuitous_reply,
     build_gratuitous_request,
     build_reply,
-    ip_to_bytes,
-    ip_to_str,
     mac_to_str,
     parse_frame,
 )
@@ -57,18 +80,47 @@ _IFF_RUNNING = 0x40  # the kernel's "operationally up" (carrier and link-layer r
 _IFREQ = struct.Struct("16sH22x")  # struct ifreq: name + ifr_flags, padded to 40 bytes
 _RECV_BATCH = 64  # frames drained per readiness event before looking at timers again
 _RECV_SIZE = 256  # ARP frames are 42..60 bytes; anything longer is truncated, which is fine
+_RECV_SIZE_NDP = 1024  # NS/NA with options are ~90 bytes; a truncated one fails its checksum and is dropped
+_SOL_PACKET = 263
+_PACKET_ADD_MEMBERSHIP, _PACKET_DROP_MEMBERSHIP, _PACKET_MR_MULTICAST = 1, 2, 0
+_SO_ATTACH_FILTER = 26
+# Classic BPF, frames from the Ethernet header: IPv6, next header ICMPv6 (no extension headers: NDP has
+# none), type 135 (NS) or 136 (NA); anything else is dropped in the kernel. (code, jt, jf, k) each.
+_NDP_FILTER = (
+    (0x28, 0, 0, 12),  # ldh [12]          ethertype
+    (0x15, 0, 6, ndp.ETH_P_IPV6),  # jeq #0x86dd, else drop
+    (0x30, 0, 0, 20),  # ldb [20]          IPv6 next header
+    (0x15, 0, 4, ndp.IPPROTO_ICMPV6),  # jeq #58, else drop
+    (0x30, 0, 0, 54),  # ldb [54]          ICMPv6 type
+    (0x15, 1, 0, ndp.ICMPV6_NS),  # jeq #135 -> accept
+    (0x15, 0, 1, ndp.ICMPV6_NA),  # jeq #136 -> accept, else drop
+    (0x06, 0, 0, 0x40000),  # ret #262144     accept
+    (0x06, 0, 0, 0),  # ret #0          drop
+)
 _LINK_GONE_ERRNOS = frozenset({errno.ENODEV, errno.ENXIO, errno.EBADF})
 
 # Counter names, shared by counters() and on_count.
 REQUESTS_SEEN = "requests_seen"  # who-has/probe requests received, any target IP
 REQUESTS_FOR_US = "requests_for_us"  # ... whose target IP we answer on that interface
-REPLIES_SENT = "replies_sent"
+REPLIES_SENT = "replies_sent"  # ARP replies and solicited NAs (the IP says which family)
 GARPS_SENT = "garps_sent"  # gratuitous ARP frames (request and reply form count one each)
+UNSOLICITED_NAS_SENT = "unsolicited_nas_sent"  # IPv6 announcements (all-nodes NAs), the GARPs' twin
+DAD_PROBES = "dad_probes"  # IPv6 DAD probes for an address we answer: a host wants it (after the hold-off)
 CONFLICTS = "conflicts"  # on_conflict calls (after the hold-off)
 SEND_ERRORS = "send_errors"
-SOCKET_OPENS = "socket_opens"  # sockets opened, including re-opens after an interface came back
-_TOTALS = (REQUESTS_SEEN, REQUESTS_FOR_US, REPLIES_SENT, GARPS_SENT, CONFLICTS, SEND_ERRORS, SOCKET_OPENS)
-_PER_IP = (REQUESTS_FOR_US, REPLIES_SENT, GARPS_SENT, CONFLICTS)
+SOCKET_OPENS = "socket_opens"  # ARP sockets opened, including re-opens after an interface came back
+_TOTALS = (
+    REQUESTS_SEEN,
+    REQUESTS_FOR_US,
+    REPLIES_SENT,
+    GARPS_SENT,
+    UNSOLICITED_NAS_SENT,
+    DAD_PROBES,
+    CONFLICTS,
+    SEND_ERRORS,
+    SOCKET_OPENS,
+)
+_PER_IP = (REQUESTS_FOR_US, REPLIES_SENT, GARPS_SENT, UNSOLICITED_NAS_SENT, DAD_PROBES, CONFLICTS)
 
 
 @dataclass(frozen=True)
@@ -106,6 +158,8 @@ class LinkStatus:
     mac: str | None
     open: bool
     """A socket is bound to the interface (it exists and is Ethernet)."""
+    ndp: bool
+    """NDP is answered there too (the IPv6 socket is bound); IPv6 addresses are answered only then."""
     up: bool
     """Admin up and operationally up (IFF_UP and IFF_RUNNING)."""
     ips: tuple[str, ...]
@@ -131,6 +185,9 @@ class _Link:
 
     ifname: str
     sock: socket.socket | None = None
+    sock6: socket.socket | None = None  # NS/NA only (BPF)
+    mcast: socket.socket | None = None  # holds the solicited-node group memberships (IPV6_JOIN_GROUP)
+    groups: dict[bytes, str] = field(default_factory=dict)  # joined group -> "ipv6" or "mac" (fallback)
     ifindex: int | None = None
     mac: bytes = b""
     up: bool = False
@@ -149,14 +206,14 @@ class _Due:
     round: int = field(compare=False)
 
 
-class ArpResponder(Worker):
-    """Answers ARP who-has for assigned IPv4 addresses on the given interfaces; see the module docstring.
+class Responder(Worker):
+    """Answers ARP (IPv4) and NDP (IPv6) for assigned addresses on the given interfaces; see the module docstring.
 
     Typical use::
 
-        responder = ArpResponder(on_conflict=agent.fence)
+        responder = Responder(on_conflict=agent.fence)
         responder.start()
-        responder.set_assignments({"198.18.0.100": ["eth0"]})
+        responder.set_assignments({"198.18.0.100": ["eth0"], "2001:2:0:1::100": ["eth0"]})
         ...
         responder.stop()
     """
@@ -168,7 +225,7 @@ class ArpResponder(Worker):
         on_conflict: ConflictCallback | None = None,
         on_count: CountCallback | None = None,
     ) -> None:
-        super().__init__("l2lb-arp-responder")
+        super().__init__("l2lb-responder")
         self.config = config or ResponderConfig()
         self._on_conflict = on_conflict
         self._on_count = on_count
@@ -193,7 +250,7 @@ class ArpResponder(Worker):
         self._schedule: list[_Due] = []
         self._seq = itertools.count()
         self._own_macs: frozenset[bytes] = frozenset()
-        self._last_conflict: dict[tuple[bytes, str, bytes], float] = {}
+        self._last_conflict: dict[tuple[bytes, str, bytes, str], float] = {}
         self._selector = selectors.DefaultSelector()
 
     # ---- public API (any thread) ----
@@ -202,7 +259,7 @@ class ArpResponder(Worker):
         """Start the responder thread."""
         with self._lock:
             if self._thread is not None:
-                raise RuntimeError("ArpResponder already started")
+                raise RuntimeError("Responder already started")
             thread = threading.Thread(target=self._worker_main, name=self._thread_name, daemon=True)
             self._thread = thread
         thread.start()
@@ -217,14 +274,14 @@ class ArpResponder(Worker):
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             if thread.is_alive():
-                log.warning("ARP responder thread did not stop within %.1fs", timeout)
+                log.warning("responder thread did not stop within %.1fs", timeout)
                 return
         if thread is None or not thread.is_alive():
             self._close_all()
             for sock in (self._wake_r, self._wake_w):
                 sock.close()
 
-    def __enter__(self) -> ArpResponder:
+    def __enter__(self) -> Responder:
         self.start()
         return self
 
@@ -234,9 +291,9 @@ class ArpResponder(Worker):
     def set_assignments(self, assignments: Mapping[str, Iterable[str]]) -> None:
         """Replace the set of IPs to answer for: ``{ip: [ifname, ...]}``.
 
-        New (ip, interface) pairs get a gratuitous ARP burst, then the periodic refresh; pairs no longer
-        listed stop being answered before this returns. Raises ValueError (and changes nothing) for
-        anything that is not an IPv4 address or an interface name.
+        New (ip, interface) pairs get an announcement burst (gratuitous ARP, unsolicited NA), then the
+        periodic refresh; pairs no longer listed stop being answered before this returns. Raises ValueError
+        (and changes nothing) for anything that is not an IP address or an interface name.
         """
         by_if: dict[str, set[bytes]] = {}
         for ip, ifnames in assignments.items():
@@ -263,7 +320,7 @@ class ArpResponder(Worker):
         return {ip: sorted(ifnames) for ip, ifnames in sorted(result.items())}
 
     def announce(self, ip: str | None = None) -> None:
-        """Send a fresh gratuitous ARP burst for ``ip`` (or every assigned IP) on its interfaces."""
+        """Send a fresh announcement burst for ``ip`` (or every assigned IP) on its interfaces."""
         packed = ip_to_bytes(ip) if ip is not None else None
         with self._lock:
             self._announce_requests.append(packed)
@@ -316,11 +373,10 @@ class ArpResponder(Worker):
                 if self._schedule:
                     timeout = min(timeout, self._schedule[0].when - now)
                 for key, _ in self._selector.select(max(timeout, 0.0)):
-                    link = key.data
-                    if link is None:
+                    if key.data is None:
                         self._drain_wake()
                     else:
-                        self._receive(link)
+                        self._receive(*key.data)
         finally:  # an exception ends the thread: Worker records it and logs it (a dead responder answers nothing)
             self._close_all()
 
@@ -329,23 +385,37 @@ class ArpResponder(Worker):
             while self._wake_r.recv(512):
                 pass
 
-    def _receive(self, link: _Link) -> None:
-        sock = link.sock
+    def _receive(self, link: _Link, ipv6: bool) -> None:
+        """Drain one of the link's sockets: ARP, or NDP (``ipv6``)."""
+        sock = link.sock6 if ipv6 else link.sock
         if sock is None:
             return
+        size, handle = (_RECV_SIZE_NDP, self._handle_ndp) if ipv6 else (_RECV_SIZE, self._handle_frame)
         for _ in range(_RECV_BATCH):
             try:
-                data, address = sock.recvfrom(_RECV_SIZE)
+                data, address = sock.recvfrom(size)
             except BlockingIOError:
                 return
             except OSError as exc:
                 self._socket_error(link, exc)
                 return
             if address[2] == socket.PACKET_OUTGOING:
-                continue  # our own transmissions, looped back to packet sockets
-            self._handle_frame(link, sock, data)
-            if link.sock is not sock:
+                continue  # our own transmissions (and this node kernel's), looped back to packet sockets
+            handle(link, sock, data)
+            if (link.sock6 if ipv6 else link.sock) is not sock:
                 return  # a send error re-opened or closed the socket
+
+    def _reply(self, link: _Link, sock: socket.socket, ip: bytes, frame: bytes) -> bool:
+        """Send an answer about ``ip`` and count it; False when the send failed (the socket was dealt with)."""
+        self._count(REQUESTS_FOR_US, ip, link.ifname)
+        try:
+            sock.send(frame)
+        except OSError as exc:
+            self._count(SEND_ERRORS, ip, link.ifname)
+            self._socket_error(link, exc)
+            return False
+        self._count(REPLIES_SENT, ip, link.ifname)
+        return True
 
     def _handle_frame(self, link: _Link, sock: socket.socket, data: bytes) -> None:
         if len(data) < ARP_FRAME_LEN:
@@ -362,14 +432,8 @@ class ArpResponder(Worker):
                 and frame.target_ip in ips
                 and (frame.dst_mac == BROADCAST_MAC or frame.dst_mac == link.mac)
             ):
-                self._count(REQUESTS_FOR_US, frame.target_ip, link.ifname)
-                try:
-                    sock.send(build_reply(frame, link.mac))
-                except OSError as exc:
-                    self._count(SEND_ERRORS, frame.target_ip, link.ifname)
-                    self._socket_error(link, exc)
+                if not self._reply(link, sock, frame.target_ip, build_reply(frame, link.mac)):
                     return
-                self._count(REPLIES_SENT, frame.target_ip, link.ifname)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug("%s: %s -> is-at %s", link.ifname, frame.describe(), mac_to_str(link.mac))
         # Any ARP whose sender IP is one of ours, from a MAC that is not ours, claims that IP:
@@ -377,14 +441,49 @@ class ArpResponder(Worker):
         if ips is not None and frame.sender_ip in ips:
             self._conflict(frame.sender_ip, link.ifname, frame.sender_mac)
 
-    def _conflict(self, ip: bytes, ifname: str, other_mac: bytes) -> None:
+    def _handle_ndp(self, link: _Link, sock: socket.socket, data: bytes) -> None:
+        frame = ndp.parse_frame(data)
+        if frame is None or frame.src_mac in self._own_macs or frame.lladdr in self._own_macs:
+            return
+        ips = self._answer.get(link.ifname)
+        kind = frame.kind
+        if kind in (ndp.NdpKind.SOLICIT, ndp.NdpKind.DAD):
+            self._count(REQUESTS_SEEN, None, link.ifname)
+            if ips is None or frame.target not in ips:
+                if ips is not None and frame.src_ip in ips:  # an NS sent from our address: someone uses it
+                    self._conflict(frame.src_ip, link.ifname, frame.lladdr or frame.src_mac)
+                return
+            # To the target's solicited-node group, or a unicast check of a cache entry that points at us.
+            group_mac = ndp.multicast_mac(ndp.solicited_node(frame.target))
+            if frame.dst_mac != group_mac and frame.dst_mac != link.mac:
+                return
+            if kind is ndp.NdpKind.DAD:
+                # A host wants this address: defend it (the all-nodes NA makes its DAD fail), count, log.
+                self._conflict(frame.target, link.ifname, frame.src_mac, counter=DAD_PROBES)
+            if not self._reply(link, sock, frame.target, ndp.build_solicited_na(frame, link.mac)):
+                return
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: %s -> advertised at %s", link.ifname, frame.describe(), mac_to_str(link.mac))
+        elif ips is not None and frame.target in ips:
+            # An advertisement of our address from another MAC (solicited or not) claims it.
+            self._conflict(frame.target, link.ifname, frame.lladdr or frame.src_mac)
+
+    def _conflict(self, ip: bytes, ifname: str, other_mac: bytes, *, counter: str = CONFLICTS) -> None:
         now = time.monotonic()
-        key = (ip, ifname, other_mac)
+        key = (ip, ifname, other_mac, counter)
         last = self._last_conflict.get(key)
         if last is not None and now - last < self.config.conflict_holdoff:
             return
         self._last_conflict[key] = now
-        self._count(CONFLICTS, ip, ifname)
+        self._count(counter, ip, ifname)
+        if counter == DAD_PROBES:
+            log.warning(
+                "%s: %s runs duplicate address detection for %s, which we answer: defending the address",
+                ifname,
+                mac_to_str(other_mac),
+                ip_to_str(ip),
+            )
+            return
         log.warning(
             "%s: %s is claimed by %s as well (we answer it with %s)",
             ifname,
@@ -433,6 +532,7 @@ class ArpResponder(Worker):
                 del self._links[ifname]
                 continue
             if link is not None and link.sock is not None:
+                self._sync_groups(link)
                 for ip in after - before:
                     self._start_burst(now, ip, ifname)
         self._forget_unassigned()
@@ -477,7 +577,7 @@ class ArpResponder(Worker):
                 continue  # withdrawn or restarted since this was scheduled
             link = self._links.get(due.ifname)
             if link is not None and link.sock is not None and link.mac:
-                self._send_garp(link, link.sock, due.ip)
+                self._announce(link, due.ip)
             if due.round + 1 < rounds:
                 when = due.when + self.config.garp_burst_interval
             elif self.config.refresh_interval > 0:
@@ -490,8 +590,17 @@ class ArpResponder(Worker):
                 self._schedule, _Due(when, next(self._seq), due.ip, due.ifname, due.generation, due.round + 1)
             )
 
-    def _send_garp(self, link: _Link, sock: socket.socket, ip: bytes) -> None:
-        for frame in (build_gratuitous_request(link.mac, ip), build_gratuitous_reply(link.mac, ip)):
+    def _announce(self, link: _Link, ip: bytes) -> None:
+        """One announcement round: gratuitous ARP in both forms (IPv4), or an unsolicited NA (IPv6)."""
+        frames: tuple[bytes, ...]
+        if len(ip) == 4:
+            sock, counter = link.sock, GARPS_SENT
+            frames = (build_gratuitous_request(link.mac, ip), build_gratuitous_reply(link.mac, ip))
+        else:
+            sock, counter, frames = link.sock6, UNSOLICITED_NAS_SENT, (ndp.build_unsolicited_na(link.mac, ip),)
+        if sock is None:
+            return
+        for frame in frames:
             try:
                 sock.send(frame)
             except OSError as exc:
@@ -499,7 +608,7 @@ class ArpResponder(Worker):
                 if exc.errno != errno.ENETDOWN:
                     self._socket_error(link, exc)
                 return
-            self._count(GARPS_SENT, ip, link.ifname)
+            self._count(counter, ip, link.ifname)
 
     # -- sockets and interfaces --
 
@@ -523,19 +632,90 @@ class ArpResponder(Worker):
                 link.last_error = message
             return False
         link.sock, link.ifindex, link.mac, link.up, link.last_error = sock, ifindex, mac, up, None
-        self._selector.register(sock, selectors.EVENT_READ, link)
+        self._selector.register(sock, selectors.EVENT_READ, (link, False))
+        link.sock6 = self._open_ndp(link)
+        if link.sock6 is not None:
+            self._selector.register(link.sock6, selectors.EVENT_READ, (link, True))
+        self._sync_groups(link)
         self._refresh_own_macs()
         self._count(SOCKET_OPENS, None, link.ifname)
-        log.info("%s: answering ARP as %s (index %d, %s)", link.ifname, mac_to_str(mac), ifindex, _updown(up))
+        log.info(
+            "%s: answering %s as %s (index %d, %s)",
+            link.ifname,
+            "ARP and NDP" if link.sock6 is not None else "ARP",
+            mac_to_str(mac),
+            ifindex,
+            _updown(up),
+        )
         self._restart_announcements(time.monotonic(), ifname=link.ifname)
         return True
 
+    def _open_ndp(self, link: _Link) -> socket.socket | None:
+        """The IPv6 socket of a link whose ARP socket is open: NS and NA only (BPF), None if that fails."""
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            program = b"".join(struct.pack("HBBI", *insn) for insn in _NDP_FILTER)
+            buffer = ctypes.create_string_buffer(program)
+            fprog = struct.pack("HP", len(_NDP_FILTER), ctypes.addressof(buffer))
+            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)  # before bind: nothing else slips in
+            sock.bind((link.ifname, ndp.ETH_P_IPV6))
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            log.warning("%s: cannot answer NDP here (IPv6 addresses are not answered): %s", link.ifname, exc)
+            return None
+        return sock
+
+    def _sync_groups(self, link: _Link) -> None:
+        """Join the solicited-node group of each IPv6 address answered on the link, leave the others."""
+        if link.sock6 is None or link.ifindex is None:
+            return
+        wanted = {ndp.solicited_node(ip) for ip in self._applied.get(link.ifname, ()) if len(ip) == 16}
+        for group in [g for g in link.groups if g not in wanted]:
+            how = link.groups.pop(group)
+            with contextlib.suppress(OSError):
+                if how == "ipv6" and link.mcast is not None:
+                    link.mcast.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_LEAVE_GROUP, _mreq6(group, link.ifindex))
+                elif how == "mac":
+                    link.sock6.setsockopt(_SOL_PACKET, _PACKET_DROP_MEMBERSHIP, _mreq_mac(group, link.ifindex))
+        for group in wanted - set(link.groups):
+            link.groups[group] = self._join_group(link, group)
+
+    def _join_group(self, link: _Link, group: bytes) -> str:
+        """Join ``group`` on the link: as an IPv6 member (MLD, the NIC filter), else by its MAC alone."""
+        assert link.sock6 is not None and link.ifindex is not None
+        try:
+            if link.mcast is None:
+                link.mcast = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            link.mcast.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, _mreq6(group, link.ifindex))
+            return "ipv6"
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "ipv6"  # joined already (by this socket)
+            reason = exc.strerror or str(exc)
+        try:
+            link.sock6.setsockopt(_SOL_PACKET, _PACKET_ADD_MEMBERSHIP, _mreq_mac(group, link.ifindex))
+        except OSError as exc:
+            log.warning("%s: cannot join %s (%s, %s)", link.ifname, ndp.ip_to_str(group), reason, exc)
+            return "none"
+        log.info(
+            "%s: joined %s by its MAC only (%s: IPv6 off on the interface?)", link.ifname, ndp.ip_to_str(group), reason
+        )
+        return "mac"
+
     def _close(self, link: _Link) -> None:
         sock, link.sock = link.sock, None
+        sock6, link.sock6 = link.sock6, None
+        mcast, link.mcast = link.mcast, None
+        link.groups.clear()  # memberships end with their sockets
+        for each in (sock, sock6):
+            if each is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._selector.unregister(each)
+                each.close()
+        if mcast is not None:
+            mcast.close()
         if sock is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(sock)
-            sock.close()
             self._refresh_own_macs()
 
     def _close_all(self) -> None:
@@ -611,11 +791,43 @@ class ArpResponder(Worker):
                 ifindex=link.ifindex if link.sock is not None else None,
                 mac=mac_to_str(link.mac) if link.mac else None,
                 open=link.sock is not None,
+                ndp=link.sock6 is not None,
                 up=link.sock is not None and link.up,
                 ips=tuple(sorted(ip_to_str(ip) for ip in self._applied.get(name, ()))),
             )
         with self._lock:
             self._status = status
+
+
+def _mreq6(group: bytes, ifindex: int) -> bytes:
+    return group + struct.pack("@I", ifindex)  # struct ipv6_mreq
+
+
+def _mreq_mac(group: bytes, ifindex: int) -> bytes:
+    # struct packet_mreq: ifindex, type, address length, address (8 bytes)
+    return struct.pack("@iHH8s", ifindex, _PACKET_MR_MULTICAST, 6, ndp.multicast_mac(group))
+
+
+def ip_to_bytes(ip: str) -> bytes:
+    """A unicast IPv4 or IPv6 address -> 4 or 16 bytes; ValueError naming the problem otherwise."""
+    if not isinstance(ip, str):
+        raise ValueError(f"not an IP address: {ip!r}")
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        raise ValueError(f"not an IP address: {ip!r}") from None
+    if (
+        address.is_multicast
+        or address.is_unspecified
+        or address.is_loopback
+        or (address.version == 6 and address.is_link_local)
+    ):
+        raise ValueError(f"{ip}: not a unicast address a service could use")
+    return address.packed
+
+
+def ip_to_str(ip: bytes) -> str:
+    return str(ipaddress.ip_address(ip))
 
 
 def _link_up(sock: socket.socket, ifname: str) -> bool:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any, TextIO
 
-from l2lb_agent.speaker.responder import ArpResponder, ResponderConfig
+from l2lb_agent.speaker.responder import Responder, ResponderConfig
 
 
 class _EventWriter:
@@ -48,7 +48,7 @@ class _EventWriter:
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="l2lb-speaker", description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--iface", action="append", default=[], help="interface to answer on (repeatable)")
-    parser.add_argument("--ip", action="append", default=[], help="IPv4 address to answer for (repeatable)")
+    parser.add_argument("--ip", action="append", default=[], help="IPv4 or IPv6 address to answer for (repeatable)")
     parser.add_argument("--garp-rounds", type=int, default=ResponderConfig.garp_burst_rounds)
     parser.add_argument("--garp-interval", type=float, default=ResponderConfig.garp_burst_interval)
     parser.add_argument("--refresh", type=float, default=ResponderConfig.refresh_interval)
@@ -62,7 +62,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _handle(command: dict[str, Any], responder: ArpResponder, emit: _EventWriter) -> bool:
+def _handle(command: dict[str, Any], responder: Responder, emit: _EventWriter) -> bool:
     """Run one control command; False when told to stop."""
     cmd = command.get("cmd")
     if cmd == "stop":
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    responder = ArpResponder(config, on_conflict=on_conflict)
+    responder = Responder(config, on_conflict=on_conflict)
     responder.start()
     try:
         responder.set_assignments({ip: list(args.iface) for ip in args.ip})
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _read_commands(responder: ArpResponder, emit: _EventWriter, stop: threading.Event) -> None:
+def _read_commands(responder: Responder, emit: _EventWriter, stop: threading.Event) -> None:
     try:
         for line in sys.stdin:
             if not line.strip():

@@ -1,4 +1,4 @@
-"""The speaker's glue: this node's assignment object -> the ARP responder's assignments.
+"""The speaker's glue: this node's assignment object -> the responder's assignments (ARP and NDP).
 
 * Follows one object: the node's ``L2Assignment`` in the agents' namespace (watched by a field selector
   on its name), which only the agents' ServiceAccount may write (:mod:`..model.contract`). Nothing a
@@ -17,7 +17,7 @@
 * Told its node is gone (its heartbeat Lease deleted by someone else, or its Node object deleted),
   it stops answering everything until the node is back.
 * Make-before-break on shutdown (:meth:`SpeakerRuntime.hold`): while draining, IPs the controller
-  moves away keep being answered until their new node's gratuitous ARP is seen (``on_conflict`` from
+  moves away keep being answered until their new node's gratuitous ARP or unsolicited NA is seen (``on_conflict`` from
   a MAC the API confirms) or the hand-over ends, so there is never a moment with nobody answering.
 * Split-brain fence: when another MAC claims an IP we announce (``on_conflict``), re-read the
   Service from the API with a short timeout. Reachable: keep (and re-announce) or withdraw, as the
@@ -25,7 +25,7 @@
   claims it — and ask the API again every second until it answers.
 * An interface that stops being usable (:meth:`SpeakerRuntime.link_changed`, from netlink) is
   withdrawn from at once: nothing can be answered there anyway, and while it is down the IPs on it
-  may move without us hearing the new holder's gratuitous ARP. When it is usable again, its IPs are
+  may move without us hearing the new holder's announcement. When it is usable again, its IPs are
   answered (and announced) only after the API confirms them, asking again until it answers; if it
   has not answered within ``link_verify_timeout`` (the agent uses the heartbeat lease duration), they
   are answered as they were (fail-static), and the fence above guards against a split brain.
@@ -75,7 +75,7 @@ LINK_VERIFY_RETRY = 0.25
 
 
 class Responder(Protocol):
-    """What the speaker needs from the ARP wire (``speaker.responder.ArpResponder``)."""
+    """What the speaker needs from the wire (``speaker.responder.Responder``)."""
 
     def set_assignments(self, assignments: Mapping[str, list[str]]) -> None: ...
 
@@ -356,9 +356,13 @@ class SpeakerRuntime(Worker):
     def on_count(self, counter: str, ip: str | None, ifname: str) -> None:
         """Responder callback: wire counters into Prometheus."""
         if counter == "replies_sent":
-            self._metrics.arp_replies.inc()
+            (self._metrics.ndp_replies if ip is not None and ":" in ip else self._metrics.arp_replies).inc()
         elif counter == "garps_sent":
             self._metrics.garp_sent.inc()
+        elif counter == "unsolicited_nas_sent":
+            self._metrics.unsolicited_na_sent.inc()
+        elif counter == "dad_probes":
+            self._metrics.dad_probes.inc()
 
     def set_node_gone(self, source: str, reason: str | None) -> None:
         """Mark (reason) or clear (None) one cause of "this node is gone"; any cause silences the speaker."""
@@ -753,19 +757,12 @@ def _answer(
     ip: str, entry: Assignment | None, fenced: bool, held: list[str] | None, suspended: frozenset[str]
 ) -> list[str] | None:
     """The interfaces to answer ``ip`` on (None: not answered), for a node that is not gone."""
-    if entry is not None and not fenced and _is_ipv4(ip):
+    if entry is not None and not fenced:
         interfaces = sorted(i for i in entry["interfaces"] if i not in suspended)
-        if interfaces:  # IPv6 (NDP) is not answered yet; an assignment without interfaces is unusable
+        if interfaces:  # an assignment without interfaces is unusable
             return interfaces
     if held is not None:  # draining: what we answered before it moved, or before it was fenced
         usable = [i for i in held if i not in suspended]
         if usable:
             return usable
     return None
-
-
-def _is_ipv4(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).version == 4
-    except ValueError:
-        return False
