@@ -274,7 +274,10 @@ class Agent:
                 continue
             if self._interface_patterns and not any(p.search(iface.name) for p in self._interface_patterns):
                 continue
-            result.append(InterfaceInfo(iface.name, iface.mac, iface.can_announce, tuple(iface.subnets)))
+            # NDP is answered where the interface carries IPv6 at all (a link-local address is enough):
+            # with IPv6 off, the kernel would drop what an NA draws to the service address.
+            ndp = any(address.family == 6 for address in iface.addresses)
+            result.append(InterfaceInfo(iface.name, iface.mac, iface.can_announce, tuple(iface.subnets), ndp))
         return result
 
     def _interface_changed(self, change: Any) -> None:

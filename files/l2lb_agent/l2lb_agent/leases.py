@@ -112,13 +112,17 @@ def parse_interfaces(text: Any) -> tuple[tuple[InterfaceInfo, ...], bool]:
                 mac=str(entry.get("mac") or ""),
                 up=bool(entry.get("up")),
                 subnets=tuple(str(s) for s in subnets if isinstance(s, str)),
+                ndp=entry.get("ndp") is True,
             )
         )
     return tuple(result), True
 
 
 def interfaces_annotation(interfaces: Sequence[InterfaceInfo]) -> str:
-    body = [{"name": i.name, "mac": i.mac, "up": i.up, "subnets": list(i.subnets)} for i in interfaces]
+    body = [
+        {"name": i.name, "mac": i.mac, "up": i.up, "subnets": list(i.subnets), **({"ndp": True} if i.ndp else {})}
+        for i in interfaces
+    ]
     return json.dumps(sorted(body, key=lambda e: str(e["name"])), separators=(",", ":"))
 
 

@@ -170,6 +170,7 @@ def nodes(draw: st.DrawFn) -> list[NodeInfo]:
                 f"02:00:00:00:00:{i:02x}",
                 draw(st.booleans()),
                 (draw(st.sampled_from(["10.0.0.0/28", "10.0.0.16/28", "2001:db8::/64", "192.0.2.0/24"])),),
+                ndp=draw(st.booleans()),
             )
             for name in draw(st.lists(st.sampled_from(["eth0", "eth1", "wlan0"]), unique=True, max_size=3))
         )
@@ -357,12 +358,15 @@ def _members(
 
 
 def _eligible_interfaces(
+    ip: str,
     ip_members: list[tuple[ServiceInfo, bool]],
     node: NodeInfo,
     pols: Sequence[Policy],
     local: Mapping[str, set[str]],
 ) -> set[str]:
-    """Brute force: the matching up interfaces of ``node`` for this IP, empty when not eligible."""
+    """Brute force: the matching up interfaces of ``node`` for this IP (IPv6: those answering NDP), empty when
+    not eligible."""
+    ipv6 = ipaddress.ip_address(ip).version == 6
     if not node.alive or node.draining or not node.schedulable:
         return set()
     for s, _ in ip_members:
@@ -376,7 +380,7 @@ def _eligible_interfaces(
             (p.external_ips if ext else p.load_balancer_ips) and p.selects_service(s.labels) for s, ext in ip_members
         ):
             continue
-        names |= {i.name for i in node.interfaces if i.up and p.matches_interface(i.name)}
+        names |= {i.name for i in node.interfaces if i.up and p.matches_interface(i.name) and (i.ndp or not ipv6)}
     return names
 
 
@@ -393,14 +397,14 @@ def test_every_assignment_is_eligible_and_every_ip_accounted(
     assert not set(result.assignments) & set(result.unschedulable)
     by_name = {n.name: n for n in node_list}
     for ip, ip_members in members.items():
-        eligible = {n.name for n in node_list if _eligible_interfaces(ip_members, n, pols, local)}
+        eligible = {n.name for n in node_list if _eligible_interfaces(ip, ip_members, n, pols, local)}
         assert set(result.ip_services[ip]) == {s.key for s, _ in ip_members}
         if not eligible:
             assert ip in result.unschedulable and result.unschedulable[ip].reason == "NoEligibleNode"
             continue
         ann = result.assignments[ip]
         assert ann.ip == ip and ann.node in eligible
-        matching = _eligible_interfaces(ip_members, by_name[ann.node], pols, local)
+        matching = _eligible_interfaces(ip, ip_members, by_name[ann.node], pols, local)
         assert ann.interfaces and set(ann.interfaces) <= matching
         address = ipaddress.ip_address(ip)
         on_link = {

@@ -19,8 +19,8 @@ def policy(name: str = "all", **spec: Any) -> Policy:
     return parsed
 
 
-def iface(name: str = "eth0", up: bool = True, *subnets: str) -> InterfaceInfo:
-    return InterfaceInfo(name, "02:00:00:00:00:01", up, tuple(subnets) or ("198.18.0.0/15",))
+def iface(name: str = "eth0", up: bool = True, *subnets: str, ndp: bool = True) -> InterfaceInfo:
+    return InterfaceInfo(name, "02:00:00:00:00:01", up, tuple(subnets) or ("198.18.0.0/15",), ndp)
 
 
 def node(name: str, *interfaces: InterfaceInfo, **kw: Any) -> NodeInfo:
@@ -179,6 +179,24 @@ def test_external_ips_normalised_and_invalid_skipped() -> None:
     ext = svc("ext", type="ClusterIP", external_ips=("2001:DB8::1", "not-an-ip"))
     result = run([ext], NODES, [policy("both", externalIPs=True)])
     assert list(result.assignments) == ["2001:db8::1"]
+
+
+def test_ipv6_goes_only_where_the_speaker_answers_ndp() -> None:
+    services = [svc("v6", "2001:2::10")]
+    result = run(services, [node("old", iface(ndp=False)), node("new", iface("eth1", True, "2001:2::/64"))], [policy()])
+    assert placement(result) == {"2001:2::10": "new"}
+    assert result.assignments["2001:2::10"].interfaces == ("eth1",)
+    # IPv4 is placed on either: ARP is answered everywhere.
+    result = run([svc("v4", "198.18.10.1")], [node("old", iface(ndp=False))], [policy()])
+    assert placement(result) == {"198.18.10.1": "old"}
+
+
+def test_ipv6_without_ndp_anywhere_is_refused_with_the_reason() -> None:
+    result = run([svc("v6", "2001:2::10")], [node("a", iface(ndp=False)), node("b", iface(ndp=False))], [policy()])
+    refusal = result.unschedulable["2001:2::10"]
+    assert refusal.reason == "NoEligibleNode"
+    assert refusal.message.startswith("no node answers IPv6 here: a,b have an up interface but answer no NDP on it")
+    assert "older than 0.2.0" in refusal.message
 
 
 def test_interfaces_regex_and_up_state() -> None:

@@ -94,7 +94,7 @@ class _Scheduler:
                     )
             self.node_masks[node.name] = mask
         self._service_masks: dict[tuple[tuple[str, str], ...], int] = {}
-        self._candidates: dict[int, _Candidates] = {}
+        self._candidates: dict[tuple[int, int], _Candidates] = {}
         self._subnets: dict[tuple[str, str], tuple[tuple[int, int, int], ...]] = {}
 
     def service_mask(self, service: ServiceInfo) -> int:
@@ -109,17 +109,19 @@ class _Scheduler:
     def member_mask(self, member: _Member) -> int:
         return self.service_mask(member.service) & (self.ext_bits if member.external else self.lb_bits)
 
-    def candidates(self, mask: int) -> _Candidates:
-        cached = self._candidates.get(mask)
+    def candidates(self, mask: int, version: int = 4) -> _Candidates:
+        """The nodes and interfaces that may announce an address of IP ``version`` for policies ``mask``."""
+        cached = self._candidates.get((mask, version))
         if cached is None:
-            cached = self._compute_candidates(mask)
-            self._candidates[mask] = cached
+            cached = self._compute_candidates(mask, version)
+            self._candidates[(mask, version)] = cached
         return cached
 
-    def _compute_candidates(self, mask: int) -> _Candidates:
+    def _compute_candidates(self, mask: int, version: int) -> _Candidates:
         interfaces: dict[str, tuple[InterfaceInfo, ...]] = {}
         selected_usable: list[str] = []
         unusable: list[str] = []
+        no_ndp: list[str] = []  # IPv6: nodes with matching up interfaces, none of them answering NDP
         for node in self.nodes:
             selecting = self.node_masks[node.name] & mask
             if not selecting:
@@ -140,6 +142,11 @@ class _Scheduler:
             else:
                 names = {iface.name for bit in bits for iface in self.node_policy_ifaces[(node.name, bit)]}
                 matching = tuple(iface for iface in node.interfaces if iface.name in names)
+            if version == 6:  # IPv6 only where the speaker answers NDP
+                with_ndp = tuple(iface for iface in matching if iface.ndp)
+                if matching and not with_ndp:
+                    no_ndp.append(node.name)
+                matching = with_ndp
             if matching:
                 interfaces[node.name] = matching
         result = _Candidates(interfaces, sorted(interfaces))
@@ -152,10 +159,16 @@ class _Scheduler:
             return result
         patterns = sorted({p for i in _mask_bits(mask) for p in self.policies[i].interfaces})
         if patterns and all(self.policies[i].interfaces for i in _mask_bits(mask)):
-            wanted = f"no up interface matching {' or '.join(patterns)}"
+            what = f"up interface matching {' or '.join(patterns)}"
         else:
-            wanted = "no up interface"
-        result.problem = f"nodes {','.join(selected_usable)} have {wanted} (policy {policy_names})"
+            what = "up interface"
+        if no_ndp:
+            result.problem = (
+                f"no node answers IPv6 here: {','.join(no_ndp)} have an {what} but answer no NDP on it (IPv6 is "
+                f"off on the interface, or the agent is older than 0.2.0 and answers only ARP) (policy {policy_names})"
+            )
+            return result
+        result.problem = f"nodes {','.join(selected_usable)} have no {what} (policy {policy_names})"
         return result
 
     def announce_interfaces(self, node: str, ifaces: tuple[InterfaceInfo, ...], ip: tuple[int, int]) -> tuple[str, ...]:
@@ -267,7 +280,7 @@ def _schedule(
         if mask <= 0:
             unschedulable[ip] = Refusal(REASON_NO_ELIGIBLE_NODE, _no_policy_message(on_ip, masks))
             continue
-        cands = scheduler.candidates(mask)
+        cands = scheduler.candidates(mask, parsed[ip][0])
         if cands.problem:
             unschedulable[ip] = Refusal(REASON_NO_ELIGIBLE_NODE, cands.problem)
             continue

@@ -92,6 +92,9 @@ class InterfaceInfo:
     mac: str
     up: bool
     subnets: tuple[str, ...] = ()  # CIDRs of the interface's addresses, e.g. "198.18.0.0/24"
+    ndp: bool = False
+    """The node's speaker answers NDP here (IPv6 is on on the interface). False from agents that only answer
+    ARP (0.1.0 did): IPv6 addresses are then never placed on the interface."""
 
 
 @dataclass(frozen=True)
