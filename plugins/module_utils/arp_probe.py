@@ -1,18 +1,21 @@
 # Copyright: baremetal.l2lb contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""ARP probe for the arp_probe module: who answers ARP for an IP on this host's L2 segment, from which MAC, how fast.
+"""Neighbour probe for the arp_probe module: who answers ARP (IPv4) or NDP (IPv6) for an IP on this host's L2
+segment, from which MAC, how fast.
 
 Three parts, I/O only in the middle one:
 
 - planning (pure): pick the interface for each IP by its directly attached subnet (netinfo facts) and the
-  sender IP of the who-has, or explain why the IP cannot be probed from here;
-- the wire: scapy builds the who-has and dissects the answers; a raw AF_PACKET socket bound to ETH_P_ARP
-  carries them (no libpcap), so the kernel's neighbour table is neither read nor changed;
+  sender IP of the question, or explain why the IP cannot be probed from here;
+- the wire: scapy builds the questions (ARP who-has; for IPv6 a Neighbor Solicitation to the target's
+  solicited-node group) and dissects the answers; raw AF_PACKET sockets bound to ETH_P_ARP or ETH_P_IPV6
+  carry them (no libpcap), so the kernel's neighbour table is neither read nor changed;
 - shaping (pure): responders per MAC, split brain, latency and a diagnosis a user can act on.
 
-Every round sends one who-has per IP, then listens ``timeout`` seconds for all answers, so a second,
-slower responder is still seen. ARP has no request id: an answer is matched to its IP by its sender IP
-(the probed IP) and target IP (our sender IP). An answer later than ``timeout`` counts for the next round.
+Every round sends one question per IP, then listens ``timeout`` seconds for all answers, so a second,
+slower responder is still seen. Neither ARP nor NDP has a request id: an answer is matched to its IP by the
+IP it is about (ARP sender IP; the NA's target) and the address it is sent to (our sender IP). An answer
+later than ``timeout`` counts for the next round. For IPv6 only solicited advertisements count as answers.
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.netinfo import
 )
 
 try:
+    from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr, IPv6
     from scapy.layers.l2 import ARP, Ether
+    from scapy.utils6 import in6_getnsma, in6_getnsmac
 except ImportError:
     HAS_SCAPY = False
     SCAPY_IMPORT_ERROR: str | None = traceback.format_exc()
@@ -45,6 +50,7 @@ else:
     SCAPY_IMPORT_ERROR = None
 
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
 SO_TIMESTAMPNS = 35  # Linux; Python's socket module does not export it
 _TIMESPEC = struct.Struct("@qq")
 _BROADCAST = "ff:ff:ff:ff:ff:ff"
@@ -82,7 +88,7 @@ class ProbePlan:
 
 
 def check_targets(ips: Sequence[str]) -> list[str]:
-    """The IPv4 addresses to probe, canonical and without repeats; ArpProbeError naming every bad entry."""
+    """The addresses to probe, canonical and without repeats; ArpProbeError naming every bad entry."""
     targets: list[str] = []
     bad = []
     for position, value in enumerate(ips):
@@ -92,27 +98,27 @@ def check_targets(ips: Sequence[str]) -> list[str]:
         except ValueError:
             bad.append(f"ips[{position}] {value!r}: not an IP address (write a single address such as 198.18.0.241)")
             continue
-        if address.version != 4:
-            bad.append(f"ips[{position}] {value!r}: ARP is IPv4 only (IPv6 neighbours answer NDP, not ARP)")
+        if address.is_multicast or address.is_unspecified or address.is_loopback or address.is_link_local:
+            bad.append(f"ips[{position}] {value!r}: not a unicast address a service could have")
         elif str(address) not in targets:
             targets.append(str(address))
     if bad:
         raise ArpProbeError("; ".join(bad))
     if not targets:
-        raise ArpProbeError("ips: give at least one IPv4 address to probe")
+        raise ArpProbeError("ips: give at least one address to probe")
     return targets
 
 
 def check_source_ip(source_ip: str | None) -> str | None:
-    """The sender IP option in canonical form (None when not set); ArpProbeError if it is not IPv4."""
+    """The sender IP option in canonical form (None when not set); it is used for the targets of its family."""
     if source_ip is None or not str(source_ip).strip():
         return None
     try:
         address = ipaddress.ip_address(str(source_ip).strip())
     except ValueError:
         raise ArpProbeError(f"source_ip {source_ip!r}: not an IP address") from None
-    if address.version != 4 or address.is_unspecified:
-        raise ArpProbeError(f"source_ip {source_ip!r}: must be an IPv4 address of this host")
+    if address.is_unspecified or address.is_multicast:
+        raise ArpProbeError(f"source_ip {source_ip!r}: must be an address of this host")
     return str(address)
 
 
@@ -136,17 +142,23 @@ def choose_interface(ip: str, interfaces: Sequence[Interface]) -> Interface | No
     return min(candidates, key=lambda i: (not i.can_announce, not i.usable, not i.arp, i.index))
 
 
+def protocol(ip: str) -> str:
+    """How ``ip``'s neighbours are asked: ``ARP`` (IPv4) or ``NDP`` (IPv6)."""
+    return "NDP" if ipaddress.ip_address(ip).version == 6 else "ARP"
+
+
 def wrong_subnet_diagnosis(ip: str) -> str:
+    tool = "ndisc6" if protocol(ip) == "NDP" else "arping"
     return (
-        f"this host has no interface in a subnet containing {ip} — ARP only works on the same L2 segment "
-        "(arping would silently get no answer); run the probe from a host in that subnet"
+        f"this host has no interface in a subnet containing {ip} — {protocol(ip)} only works on the same L2 "
+        f"segment ({tool} would silently get no answer); run the probe from a host in that subnet"
     )
 
 
 def unusable_reason(iface: Interface) -> str | None:
-    """Why ARP cannot be sent on ``iface`` (None if it can)."""
+    """Why ARP or NDP cannot be sent on ``iface`` (None if it can)."""
     if not iface.arp:
-        return f"interface {iface.name} does not do ARP (not Ethernet, or NOARP)"
+        return f"interface {iface.name} does not do ARP or NDP (not Ethernet, or NOARP)"
     if not iface.admin_up:
         return f"interface {iface.name} is administratively down"
     if not iface.carrier:
@@ -162,9 +174,13 @@ def plan_probe(
     """Interface and sender IP for probing ``ip``, or a plan carrying the error and its diagnosis.
 
     ``interface`` forces the interface (ArpProbeError if it does not exist); ``source_ip`` forces the
-    sender IP, which otherwise is the interface's own address in the subnet containing ``ip`` (or, on a
-    forced interface without such a subnet, its first IPv4 address).
+    sender IP for targets of its family, which otherwise is the interface's own address in the subnet
+    containing ``ip`` (or, on a forced interface without such a subnet, its first address of that family;
+    for IPv6 a global one before a link-local one).
     """
+    version = ipaddress.ip_address(ip).version
+    if source_ip is not None and ipaddress.ip_address(source_ip).version != version:
+        source_ip = None  # the option is for the other family
     if interface is not None:
         iface = find_interface(interface, interfaces)
     else:
@@ -194,23 +210,26 @@ def plan_probe(
     elif own is not None:
         sender = own.address
     else:
-        ipv4 = [a.address for a in iface.addresses if a.family == 4]
-        if not ipv4:
+        same = sorted(
+            (a.address for a in iface.addresses if a.family == version),
+            key=lambda a: ipaddress.ip_address(a).is_link_local,
+        )
+        if not same:
             return ProbePlan(
                 ip,
                 interface=iface.name,
                 attached=False,
-                error=f"interface {iface.name} has no IPv4 address to send the who-has from",
+                error=f"interface {iface.name} has no IPv{version} address to send the {_question(ip)} from",
                 diagnosis=f"set source_ip to an address in the subnet of {ip}, or probe from a host in that subnet",
             )
-        sender = ipv4[0]
+        sender = same[0]
     if sender == ip:
         return ProbePlan(
             ip,
             interface=iface.name,
             source_ip=sender,
             error=f"{ip} is this host's own address on {iface.name}",
-            diagnosis="probe from another host: a host does not answer its own who-has",
+            diagnosis=f"probe from another host: a host does not answer its own {_question(ip)}",
         )
     return ProbePlan(ip, interface=iface.name, source_ip=sender, attached=own is not None, warnings=tuple(warnings))
 
@@ -277,9 +296,14 @@ def split_brain_requests(replies: Iterable[Reply]) -> int:
     return sum(1 for seen in macs.values() if len(seen) > 1)
 
 
+def _question(ip: str) -> str:
+    return "neighbor solicitation" if protocol(ip) == "NDP" else "who-has"
+
+
 def unanswered_diagnosis(plan: ProbePlan, requests: int, timeout: float) -> str:
     text = (
-        f"no host answered {requests} who-has for {plan.ip} on {plan.interface} ({timeout:g} s each): nothing "
+        f"no host answered {requests} {_question(plan.ip)} for {plan.ip} on {plan.interface} ({timeout:g} s "
+        "each): nothing "
         "announces it on this segment — check that a Service holds this IP (service_info) and that the node "
         "announcing it runs the agent with an interface matching the policy (interface_info, lease_info)"
     )
@@ -292,14 +316,15 @@ def split_brain_diagnosis(ip: str, macs: Sequence[str], simultaneous: int) -> st
     listed = ", ".join(macs)
     if simultaneous:
         return (
-            f"{len(macs)} hosts answer ARP for {ip} ({listed}): more than one node announces it (split brain), "
+            f"{len(macs)} hosts answer {protocol(ip)} for {ip} ({listed}): more than one node announces it (split "
+            "brain), "
             "so each client reaches whichever answered last — find the announcing node with service_info and "
             "stop the others (a stale agent, a second load balancer such as MetalLB or Cilium, or a host that "
             "has the address configured)"
         )
     return (
-        f"{len(macs)} MACs answered for {ip} ({listed}) but never two to the same who-has: the IP moved between "
-        "them during the probe (a failover) or they alternate — probe again to see whether it settles"
+        f"{len(macs)} MACs answered for {ip} ({listed}) but never two to the same {_question(ip)}: the IP moved "
+        "between them during the probe (a failover) or they alternate — probe again to see whether it settles"
     )
 
 
@@ -383,16 +408,42 @@ def who_has(source_mac: str, source_ip: str, target_ip: str) -> bytes:
     return bytes(frame)
 
 
+def neighbor_solicitation(source_mac: str, source_ip: str, target_ip: str) -> bytes:
+    """An NS for ``target_ip`` to its solicited-node group, from ``source_ip``/``source_mac`` with our MAC as
+    Source Link-Layer Address (scapy)."""
+    group = in6_getnsma(socket.inet_pton(socket.AF_INET6, target_ip))
+    frame = (
+        Ether(dst=in6_getnsmac(group), src=source_mac)
+        / IPv6(src=source_ip, dst=socket.inet_ntop(socket.AF_INET6, group), hlim=255)
+        / ICMPv6ND_NS(tgt=target_ip)
+        / ICMPv6NDOptSrcLLAddr(lladdr=source_mac)
+    )
+    return bytes(frame)
+
+
+def question(source_mac: str, source_ip: str, target_ip: str) -> bytes:
+    """The ARP who-has or the IPv6 Neighbor Solicitation for ``target_ip``."""
+    if protocol(target_ip) == "NDP":
+        return neighbor_solicitation(source_mac, source_ip, target_ip)
+    return who_has(source_mac, source_ip, target_ip)
+
+
 def read_arp(frame: bytes) -> tuple[int, str, str, str] | None:
-    """scapy's reading of an ARP frame: (op, sender MAC, sender IP, target IP); None if it is not ARP."""
+    """scapy's reading of an answer: (op, sender MAC, IP it is about, IP it is sent to); None if it is neither
+    ARP nor a Neighbor Advertisement. A solicited NA reads as an ARP reply (op 2), any other NA as op 0."""
     try:
         packet = Ether(frame)
     except Exception:  # scapy raises assorted errors on truncated junk; such a frame is simply not ours
         return None
-    if not packet.haslayer(ARP):
-        return None
-    arp = packet[ARP]
-    return int(arp.op), str(arp.hwsrc).lower(), str(arp.psrc), str(arp.pdst)
+    if packet.haslayer(ARP):
+        arp = packet[ARP]
+        return int(arp.op), str(arp.hwsrc).lower(), str(arp.psrc), str(arp.pdst)
+    if packet.haslayer(ICMPv6ND_NA) and packet[IPv6].hlim == 255:
+        na = packet[ICMPv6ND_NA]
+        mac = packet[ICMPv6NDOptDstLLAddr].lladdr if packet.haslayer(ICMPv6NDOptDstLLAddr) else packet.src
+        about = str(ipaddress.ip_address(na.tgt))
+        return (_ARP_REPLY if na.S else 0), str(mac).lower(), about, str(ipaddress.ip_address(packet[IPv6].dst))
+    return None
 
 
 class ArpSocketLike(Protocol):
@@ -409,9 +460,10 @@ class ArpSocketLike(Protocol):
 
 
 class ArpSocket:
-    """A raw AF_PACKET socket on one interface that sees only ARP frames, with kernel receive timestamps."""
+    """A raw AF_PACKET socket on one interface that sees only ARP frames (IPv6 ones with ``ipv6``), with kernel
+    receive timestamps."""
 
-    def __init__(self, interface: str) -> None:
+    def __init__(self, interface: str, ipv6: bool = False) -> None:
         self.interface = interface
         try:
             # Protocol 0 receives nothing until bind() picks the interface and ETH_P_ARP.
@@ -422,7 +474,7 @@ class ArpSocket:
                 "CAP_NET_RAW; run the task with become: true"
             ) from None
         try:
-            self._sock.bind((interface, ETH_P_ARP))
+            self._sock.bind((interface, ETH_P_IPV6 if ipv6 else ETH_P_ARP))
             self._sock.setblocking(False)
             self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self.mac = self._sock.getsockname()[4].hex(":")
@@ -441,7 +493,7 @@ class ArpSocket:
         frames: list[tuple[bytes, int]] = []
         while True:
             try:
-                data, ancdata, _, address = self._sock.recvmsg(256, 64)
+                data, ancdata, _, address = self._sock.recvmsg(1024, 64)
             except (BlockingIOError, InterruptedError):
                 return frames
             if address[2] == socket.PACKET_OUTGOING:
@@ -462,8 +514,10 @@ def _wait_readable(sockets: Sequence[ArpSocketLike], timeout: float) -> list[Arp
     return readable
 
 
-SocketFactory = Callable[[str], ArpSocketLike]
+SocketFactory = Callable[..., ArpSocketLike]
+"""open_socket(interface) for ARP, open_socket(interface, ipv6=True) for NDP."""
 Waiter = Callable[[Sequence[ArpSocketLike], float], Sequence[ArpSocketLike]]
+_Wire = tuple[str, bool]  # (interface, IPv6): one socket each
 
 
 def run_probes(
@@ -474,22 +528,22 @@ def run_probes(
     open_socket: SocketFactory = ArpSocket,
     wait_readable: Waiter = _wait_readable,
 ) -> dict[str, ProbeOutcome]:
-    """Send ``count`` rounds of who-has for every probeable plan and collect the answers, by IP.
+    """Send ``count`` rounds of questions for every probeable plan and collect the answers, by IP.
 
     Only the planned IPs are asked for, only on their planned interfaces. ArpSocketPermissionError if
-    the raw socket cannot be opened for lack of privilege; any other socket failure is recorded as the
-    ``error`` of the plans on that interface.
+    a raw socket cannot be opened for lack of privilege; any other socket failure is recorded as the
+    ``error`` of the plans on that interface and family.
     """
     outcomes = {plan.ip: ProbeOutcome() for plan in plans if plan.probeable}
-    by_interface: dict[str, list[ProbePlan]] = {}
+    by_wire: dict[_Wire, list[ProbePlan]] = {}
     for plan in plans:
         if plan.probeable and plan.interface is not None:
-            by_interface.setdefault(plan.interface, []).append(plan)
-    sockets: dict[str, ArpSocketLike] = {}
+            by_wire.setdefault((plan.interface, protocol(plan.ip) == "NDP"), []).append(plan)
+    sockets: dict[_Wire, ArpSocketLike] = {}
     try:
-        for name, group in by_interface.items():
+        for (name, ipv6), group in by_wire.items():
             try:
-                sockets[name] = open_socket(name)
+                sockets[(name, ipv6)] = open_socket(name, ipv6=True) if ipv6 else open_socket(name)
             except ArpSocketPermissionError:
                 raise
             except OSError as exc:
@@ -498,14 +552,14 @@ def run_probes(
         frames: dict[str, bytes] = {}
         # (interface, probed IP, our sender IP) -> plan: how an answer finds its request
         expected: dict[tuple[str, str, str], ProbePlan] = {}
-        for name, sock in sockets.items():
-            for plan in by_interface[name]:
+        for wire, sock in sockets.items():
+            for plan in by_wire[wire]:
                 assert plan.source_ip is not None
                 outcomes[plan.ip].source_mac = sock.mac
-                frames[plan.ip] = who_has(sock.mac, plan.source_ip, plan.ip)
-                expected[(name, plan.ip, plan.source_ip)] = plan
+                frames[plan.ip] = question(sock.mac, plan.source_ip, plan.ip)
+                expected[(wire[0], plan.ip, plan.source_ip)] = plan
         for round_number in range(count):
-            sent_ns = _send_round(sockets, by_interface, frames, outcomes)
+            sent_ns = _send_round(sockets, by_wire, frames, outcomes)
             deadline = time.monotonic() + timeout
             while sockets and (remaining := deadline - time.monotonic()) > 0:
                 for sock in wait_readable(list(sockets.values()), remaining):
@@ -517,21 +571,21 @@ def run_probes(
 
 
 def _send_round(
-    sockets: dict[str, ArpSocketLike],
-    by_interface: dict[str, list[ProbePlan]],
+    sockets: dict[_Wire, ArpSocketLike],
+    by_wire: dict[_Wire, list[ProbePlan]],
     frames: dict[str, bytes],
     outcomes: dict[str, ProbeOutcome],
 ) -> dict[str, int]:
     sent_ns: dict[str, int] = {}
-    for name, sock in list(sockets.items()):
-        for plan in by_interface[name]:
+    for wire, sock in list(sockets.items()):
+        for plan in by_wire[wire]:
             sent_ns[plan.ip] = time.time_ns()
             try:
                 sock.send(frames[plan.ip])
             except OSError as exc:  # e.g. the interface went down meanwhile: stop using it
-                for failed in by_interface[name]:
-                    outcomes[failed.ip].error = f"sending on {name} failed: {exc.strerror or exc}"
-                sockets.pop(name).close()
+                for failed in by_wire[wire]:
+                    outcomes[failed.ip].error = f"sending on {wire[0]} failed: {exc.strerror or exc}"
+                sockets.pop(wire).close()
                 break
             outcomes[plan.ip].requests += 1
     return sent_ns
@@ -550,7 +604,8 @@ def _collect(
             continue
         op, sender_mac, sender_ip, target_ip = facts
         plan = expected.get((sock.interface, sender_ip, target_ip))
-        # Only replies to our question count: gratuitous ARP (target = the IP itself) and others' requests do not.
+        # Only answers to our question count: gratuitous ARP and unsolicited NAs (sent to the IP itself or to
+        # all-nodes) and others' requests do not.
         if op != _ARP_REPLY or plan is None or plan.ip not in sent_ns:
             continue
         latency = round(max(0, received_ns - sent_ns[plan.ip]) / 1e6, 3)

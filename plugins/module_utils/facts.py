@@ -21,6 +21,7 @@ from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract impor
     LB_CLASS,
     NODE_LEASE_PREFIX,
     SHARING_KEY_ANNOTATIONS,
+    parse_announcements,
     parse_assignment,
 )
 
@@ -124,7 +125,8 @@ def service_view(
 
     ``assigned`` (from :func:`assignments_by_ip`): the announcing node and interfaces come from the
     assignment objects, which the speakers follow; None (a 0.1 cluster, or Cilium) reads the annotations.
-    ``annotated_node`` is always the informational annotation, for comparison. ``endpoints`` (from
+    ``annotated_node`` is always the informational annotation, for comparison. ``announcements`` has the node and
+    interfaces per IP (a Service's IPs may sit on different nodes); ``announcing_node`` joins them. ``endpoints`` (from
     ``contract.ready_endpoints``) gives ``ready_endpoints`` (a count) and ``endpoint_nodes`` (node -> count);
     None (EndpointSlices not readable) leaves both None.
     """
@@ -135,14 +137,21 @@ def service_view(
     interfaces = annotations.get(ANNOTATION_ANNOUNCING_INTERFACES, "")
     node = annotations.get(ANNOTATION_ANNOUNCING_NODE, "")
     iface_list = [i for i in interfaces.split(",") if i]
+    ips = [entry["ip"] for entry in ingress if entry.get("ip")]
     if assigned is not None:
-        found = [assigned[ip] for ip in (e.get("ip") for e in ingress) if ip in assigned]
+        found = [assigned[ip] for ip in ips if ip in assigned]
         node = ",".join(dict.fromkeys(n for n, _ in found))
         iface_list = list(dict.fromkeys(i for _, ifaces in found for i in ifaces))
+        per_ip = {ip: {"node": assigned[ip][0], "interfaces": list(assigned[ip][1])} for ip in ips if ip in assigned}
+    else:
+        per_ip = {
+            ip: {"node": a.node, "interfaces": list(a.interfaces)}
+            for ip, a in parse_announcements(annotations, ips).items()
+        }
     return {
         "namespace": meta.get("namespace", ""),
         "name": meta.get("name", ""),
-        "ips": [entry["ip"] for entry in ingress if entry.get("ip")],
+        "ips": ips,
         "external_ips": list(spec.get("externalIPs") or []),
         "pool": annotations.get(ANNOTATION_POOL, ""),
         "sharing_key": next((annotations[k] for k in SHARING_KEY_ANNOTATIONS if annotations.get(k)), ""),
@@ -153,6 +162,7 @@ def service_view(
         "external_traffic_policy": spec.get("externalTrafficPolicy", "Cluster"),
         "announcing_node": node,
         "announcing_interfaces": iface_list,
+        "announcements": per_ip,
         "annotated_node": annotations.get(ANNOTATION_ANNOUNCING_NODE, ""),
         "ready_endpoints": None if endpoints is None else sum(ready.values()),
         "endpoint_nodes": None if endpoints is None else dict(sorted(ready.items())),

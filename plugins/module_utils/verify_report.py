@@ -57,11 +57,21 @@ def _runs_l2lb(leases: Mapping[str, Any]) -> bool:
     return bool(leases.get("heartbeats")) or bool(leases.get("controller"))
 
 
+def _announcement(service: Mapping[str, Any], ip: str) -> Mapping[str, Any]:
+    """This IP's node and interfaces: a Service's IPs may sit on different nodes, and one may be announced while
+    another is not. Without per-IP facts (Cilium, whose leases are per Service) the Service's."""
+    per_ip = service.get("announcements") or {}
+    if not isinstance(per_ip, Mapping) or not per_ip:
+        return {"node": service.get("announcing_node") or "", "interfaces": service.get("announcing_interfaces") or []}
+    entry = per_ip.get(ip)
+    return entry if isinstance(entry, Mapping) else {"node": "", "interfaces": []}
+
+
 def _row(service: Mapping[str, Any], ip: str) -> dict[str, Any]:
     return {
         "service": f"{service.get('namespace')}/{service.get('name')}",
         "ip": ip,
-        "node": service.get("announcing_node") or "",
+        "node": _announcement(service, ip)["node"],
         "heartbeat": "",
         "mac": "",
         "mac_owner": "",
@@ -81,6 +91,7 @@ def _diagnose_ip(
     owners: Mapping[str, tuple[str, str]],
 ) -> None:
     node = row["node"]
+    wire = "NDP" if ":" in row["ip"] else "ARP"  # how this IP's neighbours are asked
     heartbeat = (leases.get("heartbeats") or {}).get(node) if node else None
     lease = cilium_lease(service, leases)
     by_cilium = heartbeat is None and lease is not None and bool(node) and lease.get("holder") == node
@@ -113,7 +124,7 @@ def _diagnose_ip(
             + (
                 "no node may announce it (externalTrafficPolicy: Local)"
                 if local
-                else "kube-proxy has nowhere to send its traffic whatever answers ARP"
+                else f"kube-proxy has nowhere to send its traffic whatever answers {wire}"
             )
         )
         return
@@ -152,7 +163,7 @@ def _diagnose_ip(
         )
         return
     if probe is None:
-        row["diagnosis"] = "not probed: no ARP result for this IP"
+        row["diagnosis"] = f"not probed: no {wire} result for this IP"
         return
     if probe.get("error"):  # not probed at all (wrong subnet, no raw socket): arp_probe says why
         row["diagnosis"] = str(probe.get("diagnosis") or probe["error"])
@@ -161,14 +172,14 @@ def _diagnose_ip(
         row["diagnosis"] = (
             "split brain: "
             + " and ".join(f"{r['mac']} ({_whose(r['mac'], owners)})" for r in responders)
-            + " both answer ARP"
+            + f" both answer {wire}"
         )
         return
     if not responders:
-        ifaces = ",".join(service.get("announcing_interfaces") or []) or "its interfaces"
+        ifaces = ",".join(_announcement(service, row["ip"])["interfaces"]) or "its interfaces"
         row["diagnosis"] = (
-            f"no ARP answer: node {node} should announce on {ifaces} but nothing answered; its agent is alive, "
-            "so look at its log (responder errors, link down) and at what filters ARP between here and it"
+            f"no {wire} answer: node {node} should announce on {ifaces} but nothing answered; its agent is alive, "
+            f"so look at its log (responder errors, link down) and at what filters {wire} between here and it"
         )
         return
     owner = owners.get(responders[0]["mac"].lower())
@@ -184,14 +195,14 @@ def _diagnose_ip(
     endpoint_nodes = service.get("endpoint_nodes")
     if failed and local and isinstance(endpoint_nodes, Mapping) and node not in endpoint_nodes:
         row["diagnosis"] = (
-            f"ARP fine ({node} answers) but {node} has no ready endpoint of this externalTrafficPolicy: Local "
+            f"{wire} fine ({node} answers) but {node} has no ready endpoint of this externalTrafficPolicy: Local "
             f"Service (they run on {', '.join(sorted(n for n in endpoint_nodes if n)) or 'no node'}), so its "
             "kube-proxy drops the traffic; the controller moves such an IP to a node with one: is it running?"
         )
         return
     if failed:
         row["diagnosis"] = (
-            f"ARP fine ({node} answers) but TCP fails on port "
+            f"{wire} fine ({node} answers) but TCP fails on port "
             + ", ".join(f"{t['port']} ({t.get('error') or 'no connection'})" for t in failed)
             + ": dataplane problem (kube-proxy rules, endpoints, firewall)"
         )

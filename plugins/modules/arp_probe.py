@@ -1,24 +1,26 @@
 #!/usr/bin/python
 # Copyright: baremetal.l2lb contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Ansible module: who answers ARP for each IP from this host, from which MAC, how fast, and whether twice."""
+"""Ansible module: who answers ARP or NDP for each IP from this host, from which MAC, how fast, and whether twice."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
 module: arp_probe
-short_description: Ask the L2 segment who answers ARP for LoadBalancer IPs (split brain, latency)
+short_description: Ask the L2 segment who answers ARP or NDP for LoadBalancer IPs (split brain, latency)
 version_added: "0.1.0"
 description:
-  - Sends ARP who-has requests for each of I(ips) from the target host and reports every MAC that answers, how
-    often and how fast. More than one answering MAC means more than one node announces the IP (split brain);
-    no answer means nothing announces it on this segment.
-  - Run it on a host on the same L2 segment as the nodes (a client of the Services). ARP does not cross routers,
+  - Sends ARP who-has requests (IPv6, since 0.2.0, Neighbor Solicitations to the address's solicited-node group) for
+    each of I(ips) from the target host and reports every MAC that answers, how often and how fast. More than one
+    answering MAC means more than one node announces the IP (split brain); no answer means nothing announces it on
+    this segment. For IPv6 only solicited Neighbor Advertisements count as answers (an unsolicited one is an
+    announcement, not an answer), and the MAC is the advertisement's Target Link-Layer Address.
+  - Run it on a host on the same L2 segment as the nodes (a client of the Services). ARP and NDP do not cross routers,
     so an IP outside every directly attached subnet of the host is not probed; its result explains why.
-  - Packets are built and dissected with scapy and carried by a raw C(AF_PACKET) socket bound to ARP (no libpcap).
-    Only who-has for the requested IPs are sent, only on the chosen interface; the kernel's neighbour table is
-    neither read nor changed.
+  - Packets are built and dissected with scapy and carried by raw C(AF_PACKET) sockets bound to ARP or IPv6 (no
+    libpcap). Only questions for the requested IPs are sent, only on the chosen interface; the kernel's neighbour
+    table is neither read nor changed.
   - Each round sends one who-has per IP and then listens I(timeout) seconds for every answer, so a second, slower
     responder is still seen; the whole probe takes I(count) x I(timeout) seconds however many IPs are asked.
   - Needs root or C(CAP_NET_RAW) (C(become=true)) on the target host.
@@ -28,7 +30,7 @@ requirements:
   - scapy and pyroute2 on the target host
 options:
   ips:
-    description: IPv4 addresses to ask for (each is probed once, repeats are ignored).
+    description: IPv4 and IPv6 addresses to ask for (each is probed once, repeats are ignored).
     type: list
     elements: str
     required: true
@@ -48,13 +50,14 @@ options:
     default: 0.5
   source_ip:
     description:
-      - Sender IP of the who-has. By default the interface's own address in the subnet of the probed IP.
+      - Sender IP of the who-has or solicitation, for the probed IPs of its family. By default the interface's own
+        address in the subnet of the probed IP.
       - The hosts that answer may cache this address at this host's MAC, so use one of this host's addresses.
     type: str
 attributes:
   check_mode:
     support: full
-    description: Only sends ARP requests, changes nothing; runs the same in check mode.
+    description: Only sends ARP requests and Neighbor Solicitations, changes nothing; runs the same in check mode.
   diff_mode:
     support: none
     description: Changes nothing.
@@ -70,7 +73,7 @@ notes:
 EXAMPLES = r"""
 - name: Who answers for the Service IPs?
   baremetal.l2lb.arp_probe:
-    ips: [198.18.0.241, 198.18.0.242]
+    ips: [198.18.0.241, 198.18.0.242, "2001:2:0:1::241"]
   become: true
   register: arp
 

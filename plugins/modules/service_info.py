@@ -49,14 +49,18 @@ EXAMPLES = r"""
 
 RETURN = r"""
 services:
-  description: One entry per LoadBalancer Service.
+  description:
+    - One entry per LoadBalancer Service.
+    - C(announcing_node) and C(announcing_interfaces) are the Service's (joined when its IPs sit on different nodes);
+      C(announcements) has the node and interfaces per IP, and lacks an IP nobody announces (since 0.2.0).
   returned: always
   type: list
   elements: dict
   sample:
     - {namespace: default, name: web, ips: [198.18.0.241], pool: lan, sharing_key: "", ports: [{port: 80,
        protocol: TCP, name: http}], external_traffic_policy: Cluster, announcing_node: node2, annotated_node: node2,
-       announcing_interfaces: [host0], ready_endpoints: 2, endpoint_nodes: {node1: 1, node3: 1},
+       announcing_interfaces: [host0], announcements: {198.18.0.241: {node: node2, interfaces: [host0]}},
+       ready_endpoints: 2, endpoint_nodes: {node1: 1, node3: 1},
        conditions: [{type: l2lb.io/IPAllocated, status: "True", reason: Allocated,
        message: ""}]}
 """

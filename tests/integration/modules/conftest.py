@@ -16,8 +16,10 @@ ModuleRunner = Callable[..., dict[str, Any]]
 
 
 @pytest.fixture
-def lab(make_lab: Callable[..., Lab]) -> Lab:
-    return make_lab(nodes=2, subnet="198.18.100.0/24")
+def lab(make_lab: Callable[..., Lab], request: pytest.FixtureRequest) -> Lab:
+    """IPv4 only; dual stack (2001:2:0:100::/64 too) with ``parametrize("lab", ["dual"], indirect=True)``."""
+    dual = getattr(request, "param", None) == "dual"
+    return make_lab(nodes=2, subnet="198.18.100.0/24", subnet6="2001:2:0:100::/64" if dual else None)
 
 
 @pytest.fixture
@@ -38,8 +40,14 @@ def start_speaker(lab: Lab) -> Iterator[Callable[..., Speaker]]:
     def start(host: Host, ips: Sequence[str]) -> Speaker:
         speaker = Speaker(lab, host, ips, **FAST)
         speakers.append(speaker)
-        # The gratuitous ARP bursts are over (3 rounds x 2 forms per IP): the speaker answers on its interface.
-        speaker.wait_stats(lambda s: s["counters"]["totals"]["garps_sent"] == 6 * len(ips))
+        # The announcement bursts are over (3 rounds; IPv4: 2 gratuitous ARP forms, IPv6: one unsolicited NA).
+        v6 = sum(1 for ip in ips if ":" in ip)
+        speaker.wait_stats(
+            lambda s: (
+                (s["counters"]["totals"]["garps_sent"], s["counters"]["totals"]["unsolicited_nas_sent"])
+                == (6 * (len(ips) - v6), 3 * v6)
+            )
+        )
         return speaker
 
     yield start

@@ -123,6 +123,30 @@ def test_nobody_answering_is_reported_not_failed(
     assert result["unanswered"] == [lab.vip(5)]
 
 
+@pytest.mark.parametrize("lab", ["dual"], indirect=True)
+def test_ipv6_is_probed_with_ndp_beside_ipv4_and_split_brain_is_seen(
+    lab: Lab, module_runner: ModuleRunner, start_speaker: StartSpeaker
+) -> None:
+    client, node1, node2 = lab.client, lab.node(1), lab.node(2)
+    start_speaker(node1, [lab.vip(0), lab.vip6(0)])
+    start_speaker(node2, [lab.vip6(1), lab.vip6(0)])  # vip6(0) twice: split brain
+
+    ips = [lab.vip(0), lab.vip6(0), lab.vip6(1), lab.vip6(2)]
+    result = module_runner(client, "arp_probe", {"ips": ips, "count": 3, "timeout": 0.3})
+
+    assert result.get("failed") is not True, result
+    v4, both, single, nobody = (result["probes"][ip] for ip in ips)
+    assert [r["mac"] for r in v4["responders"]] == [node1.mac]
+    assert (single["source_ip"], single["source_mac"], single["interface"]) == (client.ip6, client.mac, client.ifname)
+    assert [r["mac"] for r in single["responders"]] == [node2.mac] and single["answered_requests"] == 3
+    assert both["split_brain"] and {r["mac"] for r in both["responders"]} == {node1.mac, node2.mac}
+    assert both["diagnosis"].startswith(f"2 hosts answer NDP for {lab.vip6(0)}")
+    assert nobody["diagnosis"].startswith(f"no host answered 3 neighbor solicitation for {lab.vip6(2)}")
+    assert result["answered"] == ips[:3] and result["split_brain"] == [lab.vip6(0)]
+    # The raw sockets left no neighbour entry behind in the client's kernel.
+    assert not set(ips) & set(lab.neighbours(client, "-6"))
+
+
 def test_ip_outside_every_attached_subnet_is_diagnosed(lab: Lab, module_runner: ModuleRunner) -> None:
     result = module_runner(lab.client, "arp_probe", {"ips": [OUTSIDE]})
 

@@ -181,6 +181,24 @@ def test_external_ips_normalised_and_invalid_skipped() -> None:
     assert list(result.assignments) == ["2001:db8::1"]
 
 
+def test_a_services_ips_stay_together_unless_the_node_is_not_eligible_for_one() -> None:
+    dual = [svc("d1", "198.18.10.1", "2001:2::1"), svc("d2", "198.18.10.2", "2001:2::2")]
+    nodes = [node("a", iface(ndp=True)), node("b", iface(ndp=True))]
+    assert placement(run(dual, nodes, [policy()])) == {
+        "198.18.10.1": "a",
+        "2001:2::1": "a",
+        "198.18.10.2": "b",
+        "2001:2::2": "b",
+    }
+    # Sticky wins: an IP that has a node keeps it; the new one joins its partner.
+    result = run(dual[:1], nodes, [policy()], current={"198.18.10.1": "b"})
+    assert placement(result) == {"198.18.10.1": "b", "2001:2::1": "b"}
+    # b answers no NDP: the IPv6 address goes where it can be answered.
+    nodes = [node("a", iface(ndp=True)), node("b", iface(ndp=False))]
+    result = run(dual[:1], nodes, [policy()], current={"198.18.10.1": "b"})
+    assert placement(result) == {"198.18.10.1": "b", "2001:2::1": "a"}
+
+
 def test_ipv6_goes_only_where_the_speaker_answers_ndp() -> None:
     services = [svc("v6", "2001:2::10")]
     result = run(services, [node("old", iface(ndp=False)), node("new", iface("eth1", True, "2001:2::/64"))], [policy()])
@@ -310,5 +328,6 @@ def test_with_real_ipam_result_dual_stack() -> None:
     services = [ServiceInfo("default", "web", ip_families=("IPv4", "IPv6"))]
     ipam = allocate([PoolInfo(pool)], services)
     result = schedule(ipam, services, [policy()], [node("a"), node("b")])
-    assert placement(result) == {"198.18.10.1": "a", "2001:db8::1": "b"}
+    # One node for both families of a Service (clients of either reach the same node), as MetalLB and Cilium do.
+    assert placement(result) == {"198.18.10.1": "a", "2001:db8::1": "a"}
     assert result.service_ips == {"default/web": ("198.18.10.1", "2001:db8::1")}

@@ -307,9 +307,21 @@ def _schedule(
         else:
             pending.append((ip, cands, allowed))
 
+    # A Service's IPs stay together (its IPv4 and IPv6 address on one node, as MetalLB and Cilium do): a new IP
+    # goes to a node that already holds another IP of one of its Services, if that node is eligible for it.
+    by_service: dict[str, list[str]] = {}
+    for ip in order:
+        for member in members[ip]:
+            by_service.setdefault(member.service.key, []).append(ip)
     for ip, cands, allowed in pending:
         eligible = cands.ordered if allowed is None else [n for n in cands.ordered if n in allowed]
-        node = min(eligible, key=lambda n: (load[n], n))
+        partners = {
+            assignments[other].node
+            for member in members[ip]
+            for other in by_service[member.service.key]
+            if other != ip and other in assignments
+        }
+        node = min(eligible, key=lambda n: (n not in partners, load[n], n))
         assignments[ip] = Announcement(
             ip, node, scheduler.announce_interfaces(node, cands.interfaces[node], parsed[ip])
         )

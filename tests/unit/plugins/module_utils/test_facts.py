@@ -87,3 +87,30 @@ def test_the_announcing_node_comes_from_the_assignment_objects_not_the_annotatio
         "node3",
     )
     assert service_view(service)["announcing_node"] == "node3", "without assignment objects: the annotation"
+
+
+def test_each_ip_has_its_own_announcement_from_the_objects_or_the_annotations() -> None:
+    from ansible_collections.baremetal.l2lb.plugins.module_utils.facts import assignments_by_ip
+    from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract import AssignedIP, assignment_body
+
+    v6 = "2001:2:0:1::241"
+    service = {
+        "metadata": {
+            "name": "web",
+            "namespace": "default",
+            "annotations": {
+                "l2lb.io/announcing-node": f"198.18.0.241=node2,{v6}=node3",
+                "l2lb.io/announcing-interfaces": f"198.18.0.241=host0,{v6}=eth1+eth2",
+            },
+        },
+        "spec": {"type": "LoadBalancer"},
+        "status": {"loadBalancer": {"ingress": [{"ip": "198.18.0.241"}, {"ip": v6}]}},
+    }
+    assert service_view(service)["announcements"] == {
+        "198.18.0.241": {"node": "node2", "interfaces": ["host0"]},
+        v6: {"node": "node3", "interfaces": ["eth1", "eth2"]},
+    }
+    objects = [assignment_body("l2lb-system", "node1", [AssignedIP(v6, ("host0",), ("default/web",))])]
+    view = service_view(service, assignments_by_ip(objects))
+    assert view["announcements"] == {v6: {"node": "node1", "interfaces": ["host0"]}}, "only what is assigned"
+    assert view["announcing_node"] == "node1"

@@ -181,3 +181,46 @@ def test_local_service_announced_where_it_has_no_endpoint() -> None:
     row = _only_row(build_report([service], _leases(), _probe(MAC2), failed))
     assert row["diagnosis"].startswith("ARP fine (n2 answers) but n2 has no ready endpoint"), row["diagnosis"]
     assert "they run on n3" in row["diagnosis"]
+
+
+V6 = "2001:2:0:1::241"
+
+
+def test_dual_stack_rows_follow_each_ips_own_node_and_speak_ndp() -> None:
+    service = {
+        **_svc(ips=("198.18.0.241", V6), node="n1,n2"),
+        "announcements": {
+            "198.18.0.241": {"node": "n1", "interfaces": ["host0"]},
+            V6: {"node": "n2", "interfaces": []},
+        },
+    }
+    probes = {**_probe(MAC1), V6: {"responders": [{"mac": MAC1, "replies": 3}, {"mac": MAC2, "replies": 3}]}}
+    tcp = [{"ip": "198.18.0.241", "port": 80, "ok": True}, {"ip": V6, "port": 80, "ok": True}]
+    v4, v6 = build_report([service], _leases(), probes, tcp)["rows"]
+    assert (v4["node"], v4["ok"]) == ("n1", True)
+    assert v6["node"] == "n2" and not v6["ok"]
+    assert v6["diagnosis"].startswith("split brain:") and v6["diagnosis"].endswith("both answer NDP")
+
+
+def test_an_unannounced_ipv6_address_of_an_announced_service_says_why() -> None:
+    cond = [
+        {
+            "type": "l2lb.io/Announced",
+            "status": "False",
+            "reason": "NoEligibleNode",
+            "message": f"{V6}: no node answers IPv6 here: n1,n2 have an up interface but answer no NDP on it",
+        }
+    ]
+    service = {
+        **_svc(ips=("198.18.0.241", V6), node="n2", conditions=cond),
+        "announcements": {"198.18.0.241": {"node": "n2", "interfaces": ["host0"]}},
+    }
+    v4, v6 = build_report([service], _leases(), {**_probe(MAC2), V6: {"responders": []}}, TCP_OK)["rows"]
+    assert v4["ok"] and v4["node"] == "n2"
+    assert v6["node"] == "" and v6["diagnosis"].startswith(f"no eligible node: {V6}: no node answers IPv6 here")
+
+
+def test_no_ndp_answer_is_named_as_such() -> None:
+    service = {**_svc(ips=(V6,)), "announcements": {V6: {"node": "n2", "interfaces": ["host0"]}}}
+    row = _only_row(build_report([service], _leases(), {V6: {"responders": [], "error": None}}, []))
+    assert row["diagnosis"].startswith("no NDP answer: node n2 should announce on host0 but nothing answered")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible.module_utils.testing import patch_module_args
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_NS, ICMPv6NDOptDstLLAddr, ICMPv6NDOptSrcLLAddr, IPv6
 from scapy.layers.l2 import ARP, Ether
 
 from ansible_collections.baremetal.l2lb.plugins.module_utils import arp_probe as backend
@@ -54,7 +55,10 @@ def iface(name: str, index: int, *cidrs: str, up: bool = True, arp: bool = True)
     )
 
 
-HOST = [iface("eth0", 2, "198.18.0.2/24"), iface("eth1", 3, "198.19.1.2/24", "198.19.2.2/24")]
+HOST = [
+    iface("eth0", 2, "198.18.0.2/24", "fe80::2/64", "2001:2:0:1::2/64"),
+    iface("eth1", 3, "198.19.1.2/24", "198.19.2.2/24"),
+]
 
 
 # ---- a fake segment ----
@@ -76,18 +80,19 @@ class FakeWire:
         self.sent: list[tuple[str, bytes]] = []
         self.sockets: list[FakeSocket] = []
 
-    def open(self, interface: str) -> FakeSocket:
+    def open(self, interface: str, ipv6: bool = False) -> FakeSocket:
         if interface in self.fail_open:
             raise self.fail_open[interface]
-        sock = FakeSocket(self, interface)
+        sock = FakeSocket(self, interface, ipv6)
         self.sockets.append(sock)
         return sock
 
 
 class FakeSocket:
-    def __init__(self, wire: FakeWire, interface: str) -> None:
+    def __init__(self, wire: FakeWire, interface: str, ipv6: bool = False) -> None:
         self.wire = wire
         self.interface = interface
+        self.ipv6 = ipv6
         self.mac = CLIENT_MAC
         self.queue: list[tuple[float, bytes, int]] = []
         self.closed = False
@@ -98,6 +103,9 @@ class FakeSocket:
     def send(self, frame: bytes) -> None:
         now_ns = time.time_ns()
         self.wire.sent.append((self.interface, frame))
+        if self.ipv6:
+            self._advertise(Ether(frame), now_ns)
+            return
         request = Ether(frame)[ARP]
         for mac, delay in self.wire.answers.get(str(request.pdst), []):
             reply = Ether(dst=request.hwsrc, src=mac) / ARP(
@@ -106,6 +114,26 @@ class FakeSocket:
             self.queue.append((time.monotonic() + delay, bytes(reply), now_ns + int(delay * 1e9)))
         for extra in self.wire.noise:
             self.queue.append((time.monotonic(), extra, now_ns))
+
+    def _advertise(self, solicit: Any, now_ns: int) -> None:
+        """Solicited NAs from each answering MAC, and an unsolicited one that must not count as an answer."""
+        ns, asker = solicit[ICMPv6ND_NS], solicit[IPv6].src
+        assert solicit[IPv6].hlim == 255 and solicit[ICMPv6NDOptSrcLLAddr].lladdr == CLIENT_MAC
+        for mac, delay in self.wire.answers.get(str(ns.tgt), []):
+            reply = (
+                Ether(dst=solicit.src, src=mac)
+                / IPv6(src=ns.tgt, dst=asker, hlim=255)
+                / ICMPv6ND_NA(tgt=ns.tgt, R=0, S=1, O=1)
+                / ICMPv6NDOptDstLLAddr(lladdr=mac)
+            )
+            self.queue.append((time.monotonic() + delay, bytes(reply), now_ns + int(delay * 1e9)))
+        announcement = (
+            Ether(dst="33:33:00:00:00:01", src=NODE2)
+            / IPv6(src=ns.tgt, dst="ff02::1", hlim=255)
+            / ICMPv6ND_NA(tgt=ns.tgt, R=0, S=0, O=1)
+            / ICMPv6NDOptDstLLAddr(lladdr=NODE2)
+        )
+        self.queue.append((time.monotonic(), bytes(announcement), now_ns))
 
     def ready(self) -> bool:
         return any(due <= time.monotonic() for due, _, _ in self.queue)
@@ -149,7 +177,10 @@ def test_an_up_arp_interface_is_preferred_among_several_in_the_subnet() -> None:
     assert choose_interface("198.18.0.241", [down, noarp, good]) is good
     # A down interface loses its connected route, so the kernel would send through the up one.
     assert choose_interface("198.18.0.241", [down, noarp]) is noarp
-    assert plan_probe("198.18.0.241", [down, noarp]).error == "interface tun0 does not do ARP (not Ethernet, or NOARP)"
+    assert (
+        plan_probe("198.18.0.241", [down, noarp]).error
+        == "interface tun0 does not do ARP or NDP (not Ethernet, or NOARP)"
+    )
 
 
 def test_plan_uses_the_interface_address_in_the_subnet_as_sender() -> None:
@@ -211,11 +242,13 @@ def test_probing_our_own_address_is_refused() -> None:
 def test_targets_are_validated_all_at_once_and_deduplicated() -> None:
     assert check_targets(["198.18.0.241", " 198.18.0.241", "198.18.0.242"]) == ["198.18.0.241", "198.18.0.242"]
     with pytest.raises(ArpProbeError) as info:
-        check_targets(["nope", "fd00::1", "198.18.0.1"])
+        check_targets(["nope", "fe80::1", "198.18.0.1", "ff02::1"])
     assert str(info.value) == (
         "ips[0] 'nope': not an IP address (write a single address such as 198.18.0.241); "
-        "ips[1] 'fd00::1': ARP is IPv4 only (IPv6 neighbours answer NDP, not ARP)"
+        "ips[1] 'fe80::1': not a unicast address a service could have; "
+        "ips[3] 'ff02::1': not a unicast address a service could have"
     )
+    assert check_targets(["2001:2:0:1:0::100", "198.18.0.1"]) == ["2001:2:0:1::100", "198.18.0.1"]
     with pytest.raises(ArpProbeError, match="at least one"):
         check_targets([])
 
@@ -223,8 +256,43 @@ def test_targets_are_validated_all_at_once_and_deduplicated() -> None:
 def test_bad_source_ip_is_refused() -> None:
     with pytest.raises(ArpProbeError, match=r"^source_ip 'x': not an IP address$"):
         plan_probes(["198.18.0.241"], HOST, source_ip="x")
-    with pytest.raises(ArpProbeError, match=r"must be an IPv4 address"):
+    with pytest.raises(ArpProbeError, match=r"must be an address of this host"):
         plan_probes(["198.18.0.241"], HOST, source_ip="0.0.0.0")
+
+
+def test_ipv6_is_asked_from_a_global_address_of_the_attached_subnet_and_source_ip_keeps_to_its_family() -> None:
+    plan = plan_probe("2001:2:0:1::100", HOST)
+    assert (plan.interface, plan.source_ip, plan.error) == ("eth0", "2001:2:0:1::2", None)
+    v4, v6 = plan_probes(["198.18.0.241", "2001:2:0:1::100"], HOST, source_ip="198.18.0.5")
+    assert v4.source_ip == "198.18.0.5" and v6.source_ip == "2001:2:0:1::2"
+    # On an interface without the subnet, a global address of the family before a link-local one.
+    forced = plan_probe("2001:2:0:9::1", HOST, interface="eth0")
+    assert (forced.source_ip, forced.attached) == ("2001:2:0:1::2", False)
+    none = plan_probe("2001:2:0:9::1", HOST, interface="eth1")
+    assert none.error == "interface eth1 has no IPv6 address to send the neighbor solicitation from"
+    wrong = plan_probe("2001:2:0:9::1", HOST)
+    assert wrong.error == "no directly attached subnet contains 2001:2:0:9::1"
+    assert "NDP only works on the same L2 segment" in (wrong.diagnosis or "")
+
+
+def test_ipv6_probe_counts_solicited_advertisements_only() -> None:
+    wire = FakeWire({"2001:2:0:1::100": [(NODE1, 0.0)], "198.18.0.241": [(NODE1, 0.0)]})
+    result = run(wire, ["2001:2:0:1::100", "198.18.0.241"])
+    v6 = result["probes"]["2001:2:0:1::100"]
+    assert v6["answered"] and v6["requests"] == 3 and v6["answered_requests"] == 3
+    # The unsolicited NA from NODE2 that follows every solicitation is an announcement, not an answer.
+    assert [r["mac"] for r in v6["responders"]] == [NODE1] and not v6["split_brain"]
+    assert result["answered"] == ["2001:2:0:1::100", "198.18.0.241"]
+    assert sorted((s.interface, s.ipv6) for s in wire.sockets) == [("eth0", False), ("eth0", True)]
+
+
+def test_ipv6_two_responders_are_split_brain_with_ndp_in_the_words() -> None:
+    wire = FakeWire({"2001:2:0:1::100": [(NODE1, 0.0), (NODE2, 0.002)]})
+    v6 = run(wire, ["2001:2:0:1::100"])["probes"]["2001:2:0:1::100"]
+    assert v6["split_brain"] and v6["split_brain_requests"] == 3
+    assert v6["diagnosis"].startswith(f"2 hosts answer NDP for 2001:2:0:1::100 ({NODE1}, {NODE2})")
+    silent = run(FakeWire(), ["2001:2:0:1::101"])["probes"]["2001:2:0:1::101"]
+    assert silent["diagnosis"].startswith("no host answered 3 neighbor solicitation for 2001:2:0:1::101 on eth0")
 
 
 # ---- shaping ----
