@@ -30,6 +30,20 @@ options:
     type: list
     elements: str
     default: []
+  pools:
+    description: The inventory's pools (C(l2lb_pools)); with I(policies), the model is checked against the nodes.
+    type: list
+    elements: raw
+    default: []
+  policies:
+    description: The inventory's announcement policies (C(l2lb_policies)).
+    type: list
+    elements: raw
+    default: []
+  labels:
+    description: Node name -> the labels its Node object gets (C(l2lb_node_labels)), for the policies' nodeSelectors.
+    type: dict
+    default: {}
 """
 
 EXAMPLES = r"""
@@ -48,13 +62,22 @@ _value:
 
 from typing import Any
 
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.model import validate
 from ansible_collections.baremetal.l2lb.plugins.module_utils.preflight import findings, report
 
 
 def preflight_report(
-    cluster: dict[str, Any], nodes: dict[str, Any], backend: str = "l2lb", ignore: list[str] | None = None
+    cluster: dict[str, Any],
+    nodes: dict[str, Any],
+    backend: str = "l2lb",
+    ignore: list[str] | None = None,
+    pools: list[Any] | None = None,
+    policies: list[Any] | None = None,
+    labels: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    found = findings(cluster, nodes, backend=backend)
+    model, _ = validate(pools or [], policies or [])  # an invalid model stops site.yml before this runs
+    labels = {name: {"kubernetes.io/hostname": name, **((labels or {}).get(name) or {})} for name in nodes}
+    found = findings(cluster, nodes, backend=backend, model=model, labels=labels)
     return {"findings": found, **report(found, ignore or [])}
 
 

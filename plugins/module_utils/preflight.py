@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from . import agent_platform
+from .l2lb.model import Model, ipv6_reach_warnings
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
@@ -37,12 +38,14 @@ MULTI_NIC_SYSCTLS = "multi-nic-sysctls"
 DATAPLANE = "dataplane"
 AGENT_PLATFORM = "agent-platform"
 AGENT_VENV = "agent-venv"
+IPV6_UNANSWERED = "ipv6-unanswered"
 SUPPORTED = (
     "see each reason; supported are Debian 11-13, Ubuntu 22.04/24.04, RHEL-family 9/10 and Raspberry Pi OS "
     "(64-bit), x86_64 or aarch64, with systemd and the system python3 (3.9 to 3.13)"
 )
 FINDING_IDS = (
-    IPVS_STRICT_ARP, K3S_SERVICELB, OTHER_LOAD_BALANCER, MULTI_NIC_SYSCTLS, DATAPLANE, AGENT_PLATFORM, AGENT_VENV
+    IPVS_STRICT_ARP, K3S_SERVICELB, OTHER_LOAD_BALANCER, MULTI_NIC_SYSCTLS, DATAPLANE, AGENT_PLATFORM, AGENT_VENV,
+    IPV6_UNANSWERED,
 )  # fmt: skip
 
 KUBE_PROXY_CONFIGMAP = ("kube-system", "kube-proxy", "config.conf")
@@ -264,8 +267,13 @@ def findings(
     nodes: Mapping[str, Mapping[str, Any]],
     backend: str = "l2lb",
     lb_class: str = "l2lb.io/l2-announcer",
+    model: Model | None = None,
+    labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every finding: ``{id, severity, message, fix, subjects}``; errors stop site.yml (unless ignored)."""
+    """Every finding: ``{id, severity, message, fix, subjects}``; errors stop site.yml (unless ignored).
+
+    ``model`` (the validated pools and policies) and ``labels`` (node -> the labels it gets) add the checks of the
+    model against the nodes."""
     result: list[dict[str, Any]] = []
 
     def add(fid: str, severity: str, message: str, fix: str = "", subjects: Sequence[str] = ()) -> None:
@@ -368,6 +376,10 @@ def findings(
             )
     if backend == "l2lb":
         _agent_findings(nodes, add)
+    if model is not None and nodes:
+        facts = {name: {**node, "labels": (labels or {}).get(name) or {}} for name, node in nodes.items()}
+        for warning, selected in ipv6_reach_warnings(model, facts):
+            add(IPV6_UNANSWERED, WARNING, warning, subjects=selected)
     modes = sorted({str(n.get("kube_proxy_mode")) for n in nodes.values() if n.get("kube_proxy_mode")})
     if cilium and cilium.get("kube_proxy_replacement"):
         add(DATAPLANE, INFO, "Cilium's kube-proxy replacement (supported: it serves LoadBalancer IPs "

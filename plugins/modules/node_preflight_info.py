@@ -40,14 +40,15 @@ EXAMPLES = r"""
 RETURN = r"""
 node:
   description: >-
-    C(interfaces) (C({name, up, ipv4})), C(sysctls) (scope -> C({rp_filter, arp_ignore, arp_announce})),
+    C(interfaces) (C({name, up, ipv4, ipv6}), every link, its addresses as CIDRs), C(sysctls) (scope ->
+    C({rp_filter, arp_ignore, arp_announce})),
     C(kube_ipvs0), C(kube_proxy_mode) (empty when kube-proxy did not answer), C(kube_proxy_unit),
     C(systemd) (PID 1 is systemd), C(os_family) (C(Debian), C(RedHat), C(Alpine) or the C(ID) of
     C(/etc/os-release)), C(python) (C({executable, version, implementation, machine, libc, libc_version, venv,
     ensurepip, key, problems, missing_venv}); C(error) instead when C(python3) did not run).
   returned: always
   type: dict
-  sample: {interfaces: [{name: eth0, up: true, ipv4: [192.0.2.10/24]}], kube_ipvs0: false,
+  sample: {interfaces: [{name: eth0, up: true, ipv4: [192.0.2.10/24], ipv6: ["fe80::1/64"]}], kube_ipvs0: false,
            sysctls: {all: {rp_filter: 2, arp_ignore: 0, arp_announce: 0}}, kube_proxy_mode: nftables,
            kube_proxy_unit: false, systemd: true, os_family: Debian,
            python: {version: 3.11.2, machine: x86_64, libc: glibc, libc_version: "2.36", key: cp311-x86_64-glibc2.36,
@@ -122,18 +123,27 @@ def main() -> None:
         supports_check_mode=True,
     )
     ip = module.get_bin_path("ip", required=True)
-    rc, out, err = module.run_command([ip, "-j", "-4", "addr", "show"])
+    rc, out, err = module.run_command([ip, "-j", "addr", "show"])
     if rc != 0:
-        module.fail_json(msg=f"`ip -j -4 addr show` failed: {err.strip()}")
+        module.fail_json(msg=f"`ip -j addr show` failed: {err.strip()}")
         return
     interfaces = []
     for link in json.loads(out or "[]"):
         flags = link.get("flags") or []
+        addresses = {
+            family: [
+                f"{a['local']}/{a['prefixlen']}"
+                for a in link.get("addr_info") or []
+                if a.get("local") and a.get("family") == family
+            ]
+            for family in ("inet", "inet6")
+        }
         interfaces.append(
             {
                 "name": link.get("ifname", ""),
                 "up": "UP" in flags and "LOWER_UP" in flags,
-                "ipv4": [f"{a['local']}/{a['prefixlen']}" for a in link.get("addr_info") or [] if a.get("local")],
+                "ipv4": addresses["inet"],
+                "ipv6": addresses["inet6"],
             }
         )
     base = "/proc/sys/net/ipv4/conf"

@@ -40,6 +40,14 @@ options:
     description: Also return the CustomResourceDefinition manifests of group C(l2lb.io).
     type: bool
     default: false
+  nodes:
+    description:
+      - Optional facts about the nodes, by name, to check the model against them (since 0.2.0). Each has
+        C(labels) (the Node's labels) and C(interfaces), a list of C({name, up, ipv6}) with C(ipv6) the interface's
+        IPv6 addresses (the C(interfaces) of M(baremetal.l2lb.node_preflight_info) have that shape).
+      - With them, a pool with IPv6 blocks warns when no node a policy selects has IPv6 on an up interface the policy
+        announces on (its IPv6 addresses would never be answered). C(site.yml) runs the same check in its preflight.
+    type: dict
 attributes:
   check_mode:
     support: full
@@ -97,7 +105,8 @@ crds:
   type: list
   elements: dict
 warnings_list:
-  description: Warnings (also emitted as Ansible warnings), such as the deprecated C(cidrs).
+  description: Warnings (also emitted as Ansible warnings), such as the deprecated C(cidrs), or an IPv6 pool no node
+    would answer (with I(nodes)).
   returned: always
   type: list
   elements: str
@@ -106,15 +115,24 @@ problems:
   returned: failure
   type: list
   elements: dict
-  sample: [{object: pool "lan", field: blocks[0].cidr, kind: invalid_cidr,
-            message: "'10.0.0.0/33' is not a valid CIDR", fix: write an address/prefix such as 198.18.10.0/24}]
+  sample:
+    - object: pool "lan"
+      field: blocks[0].cidr
+      kind: invalid_cidr
+      message: "'10.0.0.0/33' is not a valid CIDR"
+      fix: write an address/prefix such as 198.18.10.0/24
 """
 
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.model import Model, ModelError, build_model
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.model import (
+    Model,
+    ModelError,
+    build_model,
+    ipv6_reach_warnings,
+)
 from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.render import crd_manifests, render_model
 
 
@@ -131,6 +149,7 @@ def main() -> None:
             "pools": {"type": "list", "elements": "raw", "default": []},
             "policies": {"type": "list", "elements": "raw", "default": []},
             "include_crds": {"type": "bool", "default": False},
+            "nodes": {"type": "dict"},
         },
         supports_check_mode=True,
     )
@@ -139,12 +158,15 @@ def main() -> None:
     except ModelError as exc:
         module.fail_json(msg=str(exc), problems=[p.to_dict() for p in exc.problems], warnings_list=[])
         return
-    for warning in model.warnings:
+    warnings = list(model.warnings)
+    if module.params["nodes"]:
+        warnings += [text for text, _ in ipv6_reach_warnings(model, module.params["nodes"])]
+    for warning in warnings:
         module.warn(warning)
     result: dict[str, Any] = {
         "changed": False,
         "resources": render_model(model),
-        "warnings_list": list(model.warnings),
+        "warnings_list": warnings,
         **_normalized(model),
     }
     if module.params["include_crds"]:

@@ -376,3 +376,40 @@ def validate(pools: Any, policies: Any = None) -> tuple[Model | None, list[Probl
         return build_model(pools, policies), []
     except ModelError as exc:
         return None, exc.problems
+
+
+def ipv6_reach_warnings(model: Model, nodes: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, list[str]]]:
+    """(warning, the nodes it is about) for pools with IPv6 blocks that no node would answer: IPv6 is off on every
+    up interface that a policy (with loadBalancerIPs) announces on, on every node it selects. An IPv6 address from
+    such a pool is allocated and never answered (the controller then reports the Service not announced).
+
+    ``nodes``: name -> ``{"labels": {...}, "interfaces": [{"name", "up", "ipv6": [CIDR, ...]}, ...]}`` (what
+    ``node_preflight_info`` reads, plus the node's labels). Says nothing when no policy selects any of these
+    nodes: that is a different problem, and the labels known here may not be all the Node objects have.
+    """
+    v6_pools = [
+        pool for pool in model.pools if not pool.disabled and any(block.range.version == 6 for block in pool.blocks)
+    ]
+    if not v6_pools:
+        return []
+    selected: dict[str, bool] = {}  # node -> has IPv6 on an up interface some policy announces on
+    for name, node in sorted(nodes.items()):
+        labels = node.get("labels") or {}
+        for policy in model.policies:
+            if not policy.load_balancer_ips or not policy.selects_node(labels):
+                continue
+            selected[name] = selected.get(name, False) or any(
+                iface.get("up") and iface.get("ipv6") and policy.matches_interface(str(iface.get("name") or ""))
+                for iface in node.get("interfaces") or []
+            )
+    if not selected or any(selected.values()):
+        return []
+    return [
+        (
+            f'pool "{pool.name}" has IPv6 blocks, but no node a policy selects ({", ".join(sorted(selected))}) has '
+            "IPv6 on an up interface the policy announces on: its IPv6 addresses would be allocated and never answered "
+            "(NDP needs IPv6 on the interface); turn IPv6 on there, or keep IPv6 blocks out of the pool",
+            sorted(selected),
+        )
+        for pool in v6_pools
+    ]

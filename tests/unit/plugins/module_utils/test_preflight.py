@@ -139,3 +139,27 @@ def test_report_blocks_on_errors_unless_ignored() -> None:
     assert any(line.startswith("INFO     dataplane: kube-proxy in nftables mode") for line in blocking["lines"])
     ignored = report(found, ["other-load-balancer"])
     assert ignored["errors"] == [] and any(line.startswith("IGNORED") for line in ignored["lines"])
+
+
+def test_an_ipv6_pool_that_no_node_answers_is_a_warning_in_site_yml() -> None:
+    from ansible_collections.baremetal.l2lb.plugins.filter.preflight import preflight_report
+
+    pools = [{"name": "v6", "blocks": [{"cidr": "2001:2:0:10::/120"}]}]
+    policies = [{"name": "lan", "interfaces": ["^eth0$"]}]
+    nodes = {"n1": _node(("eth0", ["198.18.0.11/24"])), "n2": _node(("eth0", ["198.18.0.12/24"]))}
+    report_ = preflight_report({}, nodes, pools=pools, policies=policies)
+    [finding] = [f for f in report_["findings"] if f["id"] == "ipv6-unanswered"]
+    assert finding["severity"] == WARNING and finding["subjects"] == ["n1", "n2"]
+    assert "no node a policy selects (n1, n2) has IPv6" in finding["message"]
+    assert report_["errors"] == [], "a warning: the run goes on"
+    nodes["n2"]["interfaces"][0]["ipv6"] = ["2001:2:0:10::12/64"]
+    assert not [
+        f
+        for f in preflight_report({}, nodes, pools=pools, policies=policies)["findings"]
+        if f["id"] == "ipv6-unanswered"
+    ]
+    # The nodeSelector sees the inventory's labels (and kubernetes.io/hostname): n2 unselected, the warning is back.
+    policies = [{"name": "lan", "interfaces": ["^eth0$"], "nodeSelector": {"matchLabels": {"zone": "a"}}}]
+    found = preflight_report({}, nodes, pools=pools, policies=policies, labels={"n1": {"zone": "a"}})["findings"]
+    assert [f["subjects"] for f in found if f["id"] == "ipv6-unanswered"] == [["n1"]]
+    assert "no node a policy selects (n1) has IPv6" in next(f["message"] for f in found if f["id"] == "ipv6-unanswered")

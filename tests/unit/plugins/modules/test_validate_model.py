@@ -53,3 +53,38 @@ def test_invalid_model_fails_with_every_problem(capsys: pytest.CaptureFixture[st
     assert kinds == ["duplicate_name", "invalid_cidr", "invalid_regex", "missing"]
     assert result["msg"].startswith("4 problems in the l2lb model:")
     assert 'pool "lan": blocks[0].cidr:' in result["msg"]
+
+
+DUAL_POOL = {"name": "lan", "blocks": [{"cidr": "198.18.10.0/28"}, {"cidr": "2001:2:0:10::/120"}]}
+WORKERS = {"name": "workers", "nodeSelector": {"matchLabels": {"role": "worker"}}, "interfaces": ["^eth0$"]}
+
+
+def _nodes(**ipv6_by_node: list[str]) -> dict[str, Any]:
+    return {
+        name: {
+            "labels": {"role": "worker"},
+            "interfaces": [
+                {"name": "eth0", "up": True, "ipv6": ipv6},
+                {"name": "eth1", "up": True, "ipv6": ["fe80::1/64"]},
+            ],
+        }
+        for name, ipv6 in ipv6_by_node.items()
+    }
+
+
+def test_an_ipv6_pool_no_selected_node_could_answer_is_warned_about(capsys: pytest.CaptureFixture[str]) -> None:
+    # IPv6 only on eth1, which the policy does not announce on.
+    code, result = _run(capsys, {"pools": [DUAL_POOL], "policies": [WORKERS], "nodes": _nodes(n1=[], n2=[])})
+    assert code == 0
+    [warning] = result["warnings_list"]
+    assert warning.startswith('pool "lan" has IPv6 blocks, but no node a policy selects (n1, n2) has IPv6 on an up')
+    assert "turn IPv6 on there" in warning
+    # One selected node with IPv6 on eth0 (a link-local address is enough) answers: no warning.
+    _, result = _run(capsys, {"pools": [DUAL_POOL], "policies": [WORKERS], "nodes": _nodes(n1=[], n2=["fe80::2/64"])})
+    assert result["warnings_list"] == []
+    # Without node facts, or with an IPv4-only pool, nothing to say.
+    _, result = _run(capsys, {"pools": [DUAL_POOL], "policies": [WORKERS]})
+    assert result["warnings_list"] == []
+    v4 = {"name": "v4", "blocks": [{"cidr": "198.18.10.0/28"}]}
+    _, result = _run(capsys, {"pools": [v4], "policies": [WORKERS], "nodes": _nodes(n1=[])})
+    assert result["warnings_list"] == []
