@@ -452,8 +452,8 @@ class Lab:
         entries = json.loads(self._ip(host.netns, "-j", family, "neigh", "show", "dev", host.ifname) or "[]")
         return {e["dst"]: Neighbour(ip=e["dst"], mac=e.get("lladdr"), state=tuple(e.get("state", ()))) for e in entries}
 
-    def flush_neighbours(self, host: Host) -> None:
-        self._ip(host.netns, "-4", "neigh", "flush", "dev", host.ifname)
+    def flush_neighbours(self, host: Host, family: str = "-4") -> None:
+        self._ip(host.netns, family, "neigh", "flush", "dev", host.ifname)
 
     # -- ARP probes (scapy, from the client) --
 

@@ -6,10 +6,13 @@ Layout (one lab per test module, see ``conftest.py``)::
                       (``tests/controlplane.py``, built by ``make components``) run here; kube-apiserver
                       listens on 198.18.120.1:6443, so every node reaches the API over the lab network —
                       the same wire as ARP; etcd and the controller manager use this namespace's loopback
-    node1..node3      one agent process each (``python -m l2lb_agent run``), interface l2lb0 (.11-.13),
-                      registered as Nodes (labels, InternalIP, Ready) as a kubelet would register them
+    node1..node3      one agent process each (``python -m l2lb_agent run``), interface l2lb0 (.11-.13 and
+                      2001:2:0:120::11-13), registered as Nodes (labels, InternalIPs, Ready) as a kubelet would
     node4             no agent: a bystander "station" that probes when the client itself must stay silent
-    client            198.18.120.2, arp_accept=1, probes with scapy (tests/arpprobe.py)
+    client            198.18.120.2 and 2001:2:0:120::2, arp_accept=1, probes with scapy (tests/arpprobe.py)
+
+The lab is dual stack (IPv6 on 2001:2:0:120::/64, RFC 5180's benchmarking prefix; the API stays on IPv4), and
+so is the control plane's Service range: a Service asks for its families with ``service(..., families=...)``.
 
 The control-plane processes are started from this test process with the calling thread inside the bridge
 namespace (``in_netns``), so they live there; so do the calls that talk to them directly (start, stop,
@@ -58,9 +61,11 @@ PYTHON = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 ARPWATCH = Path(__file__).resolve().parent / "arpwatch.py"
 
 SUBNET = "198.18.120.0/23"
+SUBNET6 = "2001:2:0:120::/64"
 API_PORT = 6443
 NODES = ("node1", "node2", "node3")
 LAN_POOL = ("198.18.120.100", "198.18.120.139")  # the default pool: Services without an e2e-pool label
+LAN_POOL6 = ("2001:2:0:120::100", "2001:2:0:120::13f")  # ... its IPv6 block
 BULK_POOL = "198.18.121.0/24"  # Services labelled e2e-pool=bulk (200-Service tests)
 POOL_LABEL = "e2e-pool"
 NO_POLICY_LABEL = "e2e-no-policy"  # Services with this label are selected by no announcement policy
@@ -371,7 +376,7 @@ class E2E:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.lab = Lab(nodes=len(NODES) + 1, subnet=SUBNET)
+        self.lab = Lab(nodes=len(NODES) + 1, subnet=SUBNET, subnet6=SUBNET6)
         self.network = ipaddress.ip_network(SUBNET)
         self.api_ip = str(self.network[1])
         self.plane: ControlPlane | None = None
@@ -402,7 +407,7 @@ class E2E:
         with in_netns(bridge):  # the components inherit this thread's namespace
             self.plane.start()
             for i, name in enumerate(NODES, start=1):
-                self.plane.add_node(name, addresses=[self.lab.node(i).ip])
+                self.plane.add_node(name, addresses=[self.lab.node(i).ip, str(self.lab.node(i).ip6)])
         self.relay = TcpRelay(bridge, self.api_ip, API_PORT)
         test_kubeconfig = self.plane.write_kubeconfig(
             self.workdir / "test.kubeconfig", server_url=f"https://127.0.0.1:{self.relay.port}"
@@ -417,7 +422,10 @@ class E2E:
             [
                 {
                     "name": "e2e-lan",
-                    "blocks": [{"start": LAN_POOL[0], "stop": LAN_POOL[1]}],
+                    "blocks": [
+                        {"start": LAN_POOL[0], "stop": LAN_POOL[1]},
+                        {"start": LAN_POOL6[0], "stop": LAN_POOL6[1]},
+                    ],
                     "serviceSelector": {"matchExpressions": [{"key": POOL_LABEL, "operator": "DoesNotExist"}]},
                 },
                 {
@@ -614,12 +622,16 @@ class E2E:
         labels: Mapping[str, str] | None = None,
         annotations: Mapping[str, str] | None = None,
         local: bool = False,
+        families: Sequence[str] = ("IPv4",),
     ) -> None:
-        """A LoadBalancer Service (``local``: externalTrafficPolicy Local)."""
+        """A LoadBalancer Service (``local``: externalTrafficPolicy Local) of the IP ``families`` given, in order
+        (two: RequireDualStack)."""
         spec: dict[str, Any] = {
             "type": "LoadBalancer",
             "ports": [{"name": f"p{p}", "port": p, "protocol": "TCP"} for p in ports],
             "selector": {"app": name},
+            "ipFamilies": list(families),
+            "ipFamilyPolicy": "RequireDualStack" if len(families) > 1 else "SingleStack",
         }
         if local:
             spec["externalTrafficPolicy"] = "Local"

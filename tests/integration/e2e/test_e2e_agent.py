@@ -29,6 +29,7 @@ from e2e_harness import (
     BULK_POOL,
     E2E,
     LAN_POOL,
+    LAN_POOL6,
     LEASE_DURATION,
     NAMESPACE_USER,
     NO_POLICY_LABEL,
@@ -46,7 +47,9 @@ pytestmark = pytest.mark.netns
 
 
 def _in_lan_pool(ip: str) -> bool:
-    return ipaddress.ip_address(LAN_POOL[0]) <= ipaddress.ip_address(ip) <= ipaddress.ip_address(LAN_POOL[1])
+    address = ipaddress.ip_address(ip)
+    first, last = LAN_POOL if address.version == 4 else LAN_POOL6
+    return ipaddress.ip_address(first) <= address <= ipaddress.ip_address(last)
 
 
 def test_01_service_gets_pool_ip_and_one_arp_reply_from_announcing_node(e2e: E2E, ns: str) -> None:
@@ -123,10 +126,79 @@ def test_02_sigkill_failover_within_lease_duration_plus_1s_and_gratuitous_arp_up
     assert garps, f"no gratuitous ARP from {new} ({new_mac}) reached the client: {frames}"
 
 
-def test_03_sigterm_handover_without_probe_gap(
+def test_02_ipv6_sigkill_failover_within_lease_duration_plus_1s_and_unsolicited_na_updates_client(
     e2e: E2E, ns: str, record_property: Callable[[str, object], None]
 ) -> None:
-    e2e.service(ns, "web")
+    client = e2e.client_host
+    e2e.lab.flush_neighbours(client, "-6")
+    e2e.service(ns, "web6", families=("IPv6",))
+    ip, old = e2e.wait_announced(ns, "web6")
+    assert ipaddress.ip_address(ip).version == 6 and _in_lan_pool(ip), ip
+    old_mac = e2e.mac(old)
+    # The client's kernel resolves the address (its NS, the speaker's solicited NA) when it has something to send.
+    send = f"import socket; socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b'x', ({ip!r}, 9))"
+    e2e.lab.run_python(client, ["-c", send])
+    eventually(
+        lambda: (n := e2e.lab.neighbours(client, "-6").get(ip)) is not None and n.mac == old_mac,
+        5.0,
+        0.05,
+        what=f"client neighbour entry {ip} -> {old} ({old_mac}) from the solicited advertisement",
+    )
+    # The station probes; the client sends nothing from the kill on, so only an unsolicited NA (Override set) can
+    # move its neighbour entry.
+    prober = e2e.lab.start_prober(ip, interval_ms=20, source=e2e.station)
+    try:
+        prober.wait_until(lambda r: r.macs == {old_mac}, timeout=5.0)
+        t_kill = e2e.agents[old].kill()
+        first = prober.wait_until(
+            lambda r: bool(r.macs) and old_mac not in r.macs, timeout=LEASE_DURATION + 10.0, after=t_kill
+        )
+        (new_mac,) = first.macs
+        new = e2e.node_by_mac(new_mac)
+        eventually(
+            lambda: (n := e2e.lab.neighbours(client, "-6").get(ip)) is not None and n.mac == new_mac,
+            5.0,
+            0.02,
+            what=f"client neighbour entry {ip} -> {new} ({new_mac}) from the unsolicited advertisement",
+        )
+        t_updated = time.monotonic()
+    finally:
+        seen = prober.stop()
+    failover_ms = (first.sent - t_kill) * 1e3 + min(r.rtt_ms for r in first.replies)
+    announced = [g for g in seen.garps if g.mac == new_mac and g.t >= t_kill]
+    report(record_property, "ipv6_sigkill_failover_ms", round(failover_ms, 1))
+    report(record_property, "ipv6_client_neighbour_updated_ms", round((t_updated - t_kill) * 1e3, 1))
+    assert new != old and new in e2e.agents, f"answered by {new_mac}"
+    assert e2e.announcement(ns, "web6") == (ip, new), "announcing-node names the node that answers"
+    assert failover_ms <= (LEASE_DURATION + 1.0) * 1e3, (
+        f"IPv6 failover took {failover_ms:.0f} ms, more than lease duration + 1 s\n{e2e.diagnostics()}"
+    )
+    assert announced and all(g.op == "unsolicited-na" for g in announced), f"no unsolicited NA from {new}: {seen.garps}"
+
+
+def test_30_dual_stack_service_is_answered_in_both_families_from_one_node(e2e: E2E, ns: str) -> None:
+    e2e.service(ns, "dual", families=("IPv4", "IPv6"))
+    ips = eventually(lambda: (found := e2e.kube.ingress("dual", ns)) and len(found) == 2 and found, 10.0,
+                     what="both addresses allocated")  # fmt: skip
+    v4, v6 = sorted(ips, key=lambda ip: ipaddress.ip_address(ip).version)
+    _, node = e2e.wait_announced(ns, "dual")
+    announced = eventually(
+        lambda: (c := e2e.kube.condition("dual", "l2lb.io/Announced", ns)) and c["status"] == "True" and c,
+        10.0,
+        what="Announced=True",
+    )
+    assert "2 IPs answered" in announced["message"], announced
+    for ip in (v4, v6):
+        result = e2e.wait_single_answerer(ip, node)
+        assert result.macs == {e2e.mac(node)}, f"{ip}: {e2e.describe(result)}"
+    assert _in_lan_pool(v4) and _in_lan_pool(v6)
+
+
+@pytest.mark.parametrize("family", ["IPv4", "IPv6"])
+def test_03_sigterm_handover_without_probe_gap(
+    e2e: E2E, ns: str, record_property: Callable[[str, object], None], family: str
+) -> None:
+    e2e.service(ns, "web", families=(family,))
     ip, old = e2e.wait_announced(ns, "web")
     old_mac = e2e.mac(old)
     was_controller = e2e.controller() == old
@@ -211,8 +283,11 @@ def test_05_external_traffic_policy_local_follows_the_ready_endpoint(e2e: E2E, n
     e2e.wait_single_answerer(ip, "node1")
 
 
-def test_06_interface_down_reassigns_the_ip(e2e: E2E, ns: str, record_property: Callable[[str, object], None]) -> None:
-    e2e.service(ns, "web")
+@pytest.mark.parametrize("family", ["IPv4", "IPv6"])
+def test_06_interface_down_reassigns_the_ip(
+    e2e: E2E, ns: str, record_property: Callable[[str, object], None], family: str
+) -> None:
+    e2e.service(ns, "web", families=(family,))
     ip, old = e2e.wait_announced(ns, "web")
     t_down = time.monotonic()
     e2e.link_down(old)
@@ -396,11 +471,14 @@ def test_09_controller_killed_mid_allocation_of_200_services(
     report(record_property, "bulk_spread_after_failover", dict(sorted(spread.items())))
 
 
-def test_10_api_outage_30s_arp_continues_and_agents_recover(
-    e2e: E2E, ns: str, record_property: Callable[[str, object], None]
+@pytest.mark.parametrize("family", ["IPv4", "IPv6"])
+def test_10_api_outage_arp_and_ndp_continue_and_agents_recover(
+    e2e: E2E, ns: str, record_property: Callable[[str, object], None], family: str
 ) -> None:
-    outage = 30.0
-    e2e.service(ns, "web")
+    # 30 s for IPv4 (longer than any lease or watch timeout); IPv6 shares every code path above the wire, so 10 s
+    # (still five lease durations) shows its answers are fail-static too without doubling the suite's longest test.
+    outage = 30.0 if family == "IPv4" else 10.0
+    e2e.service(ns, "web", families=(family,))
     ip, node = e2e.wait_announced(ns, "web")
     mac = e2e.mac(node)
     prober = e2e.lab.start_prober(ip, interval_ms=20)
@@ -425,7 +503,7 @@ def test_10_api_outage_30s_arp_continues_and_agents_recover(
         e2e.api_start()
         e2e.wait_ready(30.0)
         t_ready = time.monotonic()
-        e2e.service(ns, "after")
+        e2e.service(ns, "after", families=(family,))
         ip_after, node_after = e2e.wait_announced(ns, "after", 15.0, what="a Service created after the outage")
         e2e.wait_single_answerer(ip_after, node_after)
         t_announced = time.monotonic()
@@ -444,7 +522,7 @@ def test_10_api_outage_30s_arp_continues_and_agents_recover(
     report(record_property, "outage_answering_nodes", e2e.names(result.macs))
     report(record_property, "outage_recovery_all_healthy_s", round(t_ready - t_start, 2))
     report(record_property, "outage_new_service_announced_s", round(t_announced - t_start, 2))
-    assert gap <= 200.0, f"ARP gap of {gap:.0f} ms while the API was away"
+    assert gap <= 200.0, f"{family}: gap of {gap:.0f} ms in the answers while the API was away"
     assert result.macs == {mac}, f"answered by {e2e.names(result.macs)}, expected only {node}"
     assert e2e.announcement(ns, "web") == (ip, node), "nothing moved because the API server restarted"
 
@@ -496,10 +574,12 @@ def test_11_idle_api_requests_independent_of_services(
     assert not other_writes(counts), f"no writes but Lease renewals while idle: {counts}"
 
 
+@pytest.mark.parametrize("family", ["IPv4", "IPv6"])
 def test_12_node_cut_off_from_api_is_fenced_on_layer_2(
-    e2e: E2E, ns: str, record_property: Callable[[str, object], None]
+    e2e: E2E, ns: str, record_property: Callable[[str, object], None], family: str
 ) -> None:
-    e2e.service(ns, "web")
+    # IPv6: the fence reacts to the new node's unsolicited Neighbor Advertisement as IPv4's to its gratuitous ARP.
+    e2e.service(ns, "web", families=(family,))
     ip, cut = e2e.wait_announced(ns, "web")
     was_controller = e2e.controller() == cut
     t_cut = time.monotonic()
