@@ -1,7 +1,10 @@
-"""Raw-socket ARP load generator: who-has for one IP at a fixed rate, every reply matched to its request.
+"""Raw-socket ARP/NDP load generator: who-has (or, for an IPv6 target, Neighbor Solicitations) for one IP at a
+fixed rate, every reply matched to its request.
 
     ip netns exec NS python -m benchmarks.arp_loadgen --iface l2lb0 --target 198.18.111.100 --rate 1000 \
         --duration 5 --src-ip 198.18.111.200 [--src-ip ...]
+    ip netns exec NS python -m benchmarks.arp_loadgen --iface l2lb0 --target 2001:2:0:111::100 --rate 1000 \
+        --duration 5 --src-ip 2001:2:0:111::200 [--src-ip ...]
 
 ARP has no request id, so each who-has carries its own sender hardware address, ``02:b1:`` + a 32-bit
 sequence number. Whoever answers (our speaker or the kernel) sends the reply to that address and names it as
@@ -9,6 +12,11 @@ the target hardware address, so every reply identifies its request exactly howev
 floods frames for these unknown addresses to the client's port, where this AF_PACKET socket (bound to
 ETH_P_ARP) sees them; the client's kernel drops them (not for its MAC). The Ethernet source stays the
 client's real MAC, so the bridge never learns the made-up ones.
+
+IPv6 works the same way with the Source Link-Layer Address option of each NS (``02:b1:`` + the sequence number):
+the Neighbor Advertisement goes to that address (ours answers to the option, the kernel to the neighbour entry
+the option just created), so its Ethernet destination identifies the request. The NS goes to the target's
+solicited-node group; its ICMPv6 checksum is precomputed per sender and adjusted for the option's 6 bytes.
 
 Latency = kernel receive timestamp of the reply (SO_TIMESTAMPNS) - wall clock just before the send. Prints one
 JSON object: sent, answered, lost (no reply within --timeout-ms), achieved rate and latency percentiles (us).
@@ -27,6 +35,7 @@ import time
 from collections.abc import Sequence
 
 ETH_P_ARP = 0x0806
+ETH_P_IPV6 = 0x86DD
 SO_TIMESTAMPNS = 35
 _TIMESPEC = struct.Struct("@qq")
 TAG = b"\x02\xb1"
@@ -48,6 +57,35 @@ def build_template(src_mac: bytes, target: bytes) -> bytearray:
     return frame
 
 
+def _sum16(data: bytes) -> int:
+    return sum(struct.unpack(f"!{len(data) // 2}H", data))
+
+
+def _fold(total: int) -> int:
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def build_ns_templates(src_mac: bytes, target: bytes, senders: Sequence[bytes]) -> list[tuple[bytearray, int]]:
+    """Per sender IP: an NS for ``target`` (86 bytes, SLLA option bytes 80..85 left zero) and its checksum's
+    partial sum without the option's address; :func:`fill_ns` completes both per request."""
+    group = bytes.fromhex("ff0200000000000000000001ff") + target[13:]
+    icmp = bytes([135, 0, 0, 0, 0, 0, 0, 0]) + target + bytes([1, 1]) + b"\x00" * 6
+    templates = []
+    for sender in senders:
+        frame = bytearray(b"\x33\x33" + group[12:] + src_mac + struct.pack("!H", ETH_P_IPV6))
+        frame += struct.pack("!IHBB", 6 << 28, len(icmp), 58, 255) + sender + group + icmp
+        pseudo = sender + group + struct.pack("!I3xB", len(icmp), 58)
+        templates.append((frame, _sum16(pseudo + icmp)))
+    return templates
+
+
+def fill_ns(frame: bytearray, partial: int, lladdr: bytes) -> None:
+    frame[80:86] = lladdr
+    frame[56:58] = struct.pack("!H", ~_fold(partial + _sum16(lladdr)) & 0xFFFF)
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return math.nan
@@ -58,15 +96,20 @@ def pct(values: list[float], p: float) -> float:
 def run(
     iface: str, target: str, rate: float, duration: float, src_ips: Sequence[str], timeout: float
 ) -> dict[str, object]:
+    ipv6 = ":" in target
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-    sock.bind((iface, ETH_P_ARP))
+    sock.bind((iface, ETH_P_IPV6 if ipv6 else ETH_P_ARP))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     sock.setblocking(False)
     src_mac = sock.getsockname()[4]
-    target_bytes = socket.inet_aton(target)
-    frame = build_template(src_mac, target_bytes)
-    senders = [socket.inet_aton(ip) for ip in src_ips]
+    if ipv6:
+        target_bytes = socket.inet_pton(socket.AF_INET6, target)
+        templates = build_ns_templates(src_mac, target_bytes, [socket.inet_pton(socket.AF_INET6, i) for i in src_ips])
+    else:
+        target_bytes = socket.inet_aton(target)
+        frame = build_template(src_mac, target_bytes)
+        senders = [socket.inet_aton(ip) for ip in src_ips]
     sent_at: dict[int, int] = {}
     latencies: list[float] = []
     late = 0
@@ -85,10 +128,17 @@ def run(
                 return
             if address[2] == socket.PACKET_OUTGOING or len(data) < 42:
                 continue
+            if ipv6:
+                # A Neighbor Advertisement for the target, to one of our tagged hardware addresses.
+                is_na = len(data) >= 78 and data[20] == 58 and data[54] == 136
+                if not is_na or data[0:2] != TAG or data[62:78] != target_bytes:
+                    continue
+                number = int.from_bytes(data[2:6], "big")
             # ARP reply (op 2) from the target IP, addressed to one of our tagged hardware addresses.
-            if data[20:22] != b"\x00\x02" or data[28:32] != target_bytes or data[32:34] != TAG:
+            elif data[20:22] != b"\x00\x02" or data[28:32] != target_bytes or data[32:34] != TAG:
                 continue
-            number = int.from_bytes(data[34:38], "big")
+            else:
+                number = int.from_bytes(data[34:38], "big")
             sent = sent_at.pop(number, None)
             if sent is None:
                 continue  # a duplicate answer
@@ -108,8 +158,12 @@ def run(
         if now >= next_send:
             burst = 0
             while seq < count and now >= next_send and burst < MAX_BURST:
-                frame[22:28] = TAG + seq.to_bytes(4, "big")
-                frame[28:32] = senders[seq % len(senders)]
+                if ipv6:
+                    frame, partial = templates[seq % len(templates)]
+                    fill_ns(frame, partial, TAG + seq.to_bytes(4, "big"))
+                else:
+                    frame[22:28] = TAG + seq.to_bytes(4, "big")
+                    frame[28:32] = senders[seq % len(senders)]
                 sent_at[seq] = time.time_ns()
                 sock.send(frame)
                 seq += 1
@@ -147,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.arp_loadgen", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--iface", required=True)
     parser.add_argument("--target", required=True)
-    parser.add_argument("--rate", type=float, required=True, help="who-has per second")
+    parser.add_argument("--rate", type=float, required=True, help="who-has (or NS) per second")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--src-ip", action="append", required=True, help="sender IPs to rotate over (repeatable)")
     parser.add_argument("--timeout-ms", type=float, default=50.0, help="a reply later than this counts as lost")

@@ -64,7 +64,8 @@ class Driver:
         self.workdir = workdir
         self.client = spec["client"]
         self.nodes = spec["nodes"]
-        self.vip = spec["vip"]
+        self.vips = {"IPv4": spec["vip"], "IPv6": spec["vip6"]}
+        self.vip = spec["vip"]  # the one the running configuration probes
         self.procs = ProcessSet()
         self.agents: dict[str, subprocess.Popen[Any]] = {}
         self.mac_to_node = {n["mac"]: n["role"] for n in self.nodes}
@@ -105,11 +106,11 @@ class Driver:
         )
         api = prepare_cluster(plane)
         for node in self.nodes:  # registered as kubelets would, so the agents' Node informers see them
-            plane.add_node(node["role"], addresses=[node["ip"]])
+            plane.add_node(node["role"], addresses=[node["ip"], node["ip6"]])
         self.core = client.CoreV1Api(api)
         self.coordination = client.CoordinationV1Api(api)
         custom = client.CustomObjectsApi(api)
-        pool = {"blocks": [{"cidr": f"{self.vip}/32"}]}
+        pool = {"blocks": [{"cidr": f"{self.vips['IPv4']}/32"}, {"cidr": f"{self.vips['IPv6']}/128"}]}
         custom.create_cluster_custom_object(
             GROUP,
             VERSION,
@@ -135,6 +136,9 @@ class Driver:
                     "type": "LoadBalancer",
                     "ports": [{"port": 80, "protocol": "TCP"}],
                     "selector": {"app": "web"},
+                    # Both families, one node: each configuration probes one of the two addresses.
+                    "ipFamilies": ["IPv4", "IPv6"],
+                    "ipFamilyPolicy": "RequireDualStack",
                 },
             },
         )
@@ -214,10 +218,14 @@ class Driver:
     def start_prober(self, interval_ms: float) -> JsonLinesProcess:
         slots = 16
         argv = [PYTHON, "-m", "arpprobe", "--iface", self.client["ifname"], "--target", self.vip]
-        argv += ["--src-ip", self.client["ip"]]
-        base = self.client["ip"].rsplit(".", 1)[0]
-        for i in range(slots - 1):
-            argv += ["--src-ip", f"{base}.{240 + i}"]
+        if ":" in self.vip:
+            base6 = self.client["ip6"].rsplit(":", 1)[0]
+            argv += ["--src-ip", self.client["ip6"], *(f"--src-ip={base6}:{0x240 + i:x}" for i in range(slots - 1))]
+        else:
+            argv += ["--src-ip", self.client["ip"]]
+            base = self.client["ip"].rsplit(".", 1)[0]
+            for i in range(slots - 1):
+                argv += ["--src-ip", f"{base}.{240 + i}"]
         argv += ["--interval-ms", str(interval_ms), "--timeout-ms", "100", "--stop-on-eof"]
         proc = self.spawn(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         stream = JsonLinesProcess(proc)
@@ -303,6 +311,7 @@ class Driver:
         }
 
     def run_config(self, timing: dict[str, Any], runs: int) -> dict[str, Any]:
+        self.vip = self.vips[timing.get("family", "IPv4")]
         for node in self.nodes:
             self.start_agent(node, timing)
         self.wait_healthy(self.nodes)
