@@ -11,7 +11,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
-_RECAP = re.compile(r"localhost\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
 def ansible_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -41,9 +40,14 @@ def run_playbook(
     )
 
 
-def localhost_recap(out: str) -> dict[str, int]:
-    """ok/changed/unreachable/failed of localhost from the PLAY RECAP ({} when there is none)."""
-    recap = _RECAP.search(out)
+def host_recap(out: str, host: str) -> dict[str, int]:
+    """ok/changed/unreachable/failed of ``host`` from the PLAY RECAP ({} when there is none)."""
+    recap = re.search(rf"^{re.escape(host)}\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out, re.M)
     if recap is None:
         return {}
     return dict(zip(("ok", "changed", "unreachable", "failed"), map(int, recap.groups()), strict=True))
+
+
+def localhost_recap(out: str) -> dict[str, int]:
+    """ok/changed/unreachable/failed of localhost from the PLAY RECAP ({} when there is none)."""
+    return host_recap(out, "localhost")

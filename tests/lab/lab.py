@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The l2lb lab: three systemd-nspawn nodes, a client network namespace and a real Kubernetes control plane
 (etcd, kube-apiserver, kube-controller-manager from `make components`), joined by one bridge on
-198.18.0.0/24, plus the Ansible inventory that drives them. Every node runs the real kube-proxy (systemd,
-config from its ConfigMap as kubeadm has it); the demo Services' backends are real processes in the nodes
-whose Pods kube-controller-manager's EndpointSlice controller lists.
+198.18.0.0/24 and 2001:2::/64 (dual stack), plus the Ansible inventory that drives them. Every node runs the
+real kube-proxy (systemd, config from its ConfigMap as kubeadm has it); the demo Services' backends are real
+processes in the nodes whose Pods kube-controller-manager's EndpointSlice controller lists.
 
     python tests/lab/lab.py image [--rebuild] [--prune]   build (or reuse) the cached node images
     python tests/lab/lab.py up [--recreate]               bring the lab up, write inventory/lab/
@@ -15,10 +15,11 @@ whose Pods kube-controller-manager's EndpointSlice controller lists.
     python tests/lab/lab.py arm64 up|down                 an aarch64 node (l2lb-node4, qemu-user) joins or leaves
 
 Runs as root on a host without systemd as PID 1. Everything it creates is named ``l2lb-lab*`` /
-``l2lb-node*`` and uses 198.18.0.0/24 only; the nodes and the client have no default route, so nothing
-leaves the lab. ``up`` is idempotent: a healthy lab is left alone (the inventory is rewritten), a broken
-one is torn down and brought up again. Every process the lab starts is recorded (PID and start time) in
-the state directory, and ``down`` stops exactly those. See tests/lab/README.md.
+``l2lb-node*`` and uses 198.18.0.0/15 and 2001:2::/48 only (RFC 2544's and RFC 5180's benchmarking ranges);
+the nodes and the client have no default route, so nothing leaves the lab. The host itself has no IPv6 on the
+bridge: IPv6 runs between the nodes and the client only. ``up`` is idempotent: a healthy lab is left alone (the
+inventory is rewritten), a broken one is torn down and brought up again. Every process the lab starts is
+recorded (PID and start time) in the state directory, and ``down`` stops exactly those. See tests/lab/README.md.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ CLIENT_IF = "l2lb0"  # inside the client namespace
 CLIENT_IP = "198.18.0.2"
 CLIENT_MAC = "02:00:c6:12:00:02"
 POOL = "198.18.0.240/28"
+# IPv6, the twin of the above in RFC 5180's benchmarking prefix: hosts ::2 (client), ::11, ::12, ... (nodes).
+LAB_NET6 = ipaddress.ip_network("2001:2::/64")
+CLIENT_IP6 = "2001:2::2"
+POOL6 = "2001:2::240/124"
 API_PORT = 6443
 # Debian 11's nft is 0.9.8 and kube-proxy's nftables mode needs 1.0.1: on such a node the lab's kube-proxy
 # runs in iptables mode (node/l2lb_kube_proxy_config.py), as an admin of a mixed cluster would have to.
@@ -85,6 +90,9 @@ def proxy_mode(node: Node, requested: str) -> str:
 # The pod network: each node's backends get /32s from 198.18.<node host part>.0/24 (on its lo), and every node
 # routes the other nodes' ranges to them over the lab bridge, as a host-gw CNI would. kube-proxy's clusterCIDR.
 CLUSTER_CIDR = "198.18.8.0/21"
+# IPv6 pods: 2001:2:0:1<host part>::/64 per node (2001:2:0:111::/64 on l2lb-node1), outside LAB_NET6 (the client
+# must not look like a pod to kube-proxy) and outside the control plane's IPv6 Service range 2001:2:0:ff::/108.
+CLUSTER_CIDR6 = "2001:2:0:100::/56"
 BACKEND_PORT = 8080  # every backend listens here (TCP and UDP); the demo Services' targetPort
 KUBE_PROXY_USER = "system:kube-proxy"  # bound to ClusterRole system:node-proxier by kube-apiserver's defaults
 KUBE_PROXY_MODES = ("nftables", "iptables", "ipvs")
@@ -115,6 +123,20 @@ class Node:
     def pod_cidr(self) -> str:
         return f"198.18.{int(self.ip.rsplit('.', 1)[1])}.0/24"
 
+    @property
+    def ip6(self) -> str:
+        """The node's IPv6 address: its IPv4 host part written as the last group (198.18.0.11 -> 2001:2::11)."""
+        return f"2001:2::{int(self.ip.rsplit('.', 1)[1])}"
+
+    @property
+    def pod_cidr6(self) -> str:
+        return f"2001:2:0:1{int(self.ip.rsplit('.', 1)[1]):02d}::/64"
+
+    def pod_ip6(self, pod_ip: str) -> str:
+        """A backend's IPv6 address, paired with its IPv4 one: the same offset in the node's IPv6 pod range."""
+        offset = int(ipaddress.ip_address(pod_ip)) - int(ipaddress.ip_network(self.pod_cidr).network_address)
+        return str(ipaddress.ip_network(self.pod_cidr6).network_address + offset)
+
 
 NODES = (
     # The workers, which announce, run the oldest and the newest release; the control-plane node the middle one.
@@ -130,9 +152,15 @@ NODES = (
 ARM64_NODE = Node("l2lb-node4", "198.18.0.14", "l2lb-lab-n4", {"kubernetes.io/arch": "arm64"}, "bookworm", "arm64")
 ARM64_BOOT_TIMEOUT = 180.0
 
-# The lab must never use addresses outside 198.18.0.0/15 (RFC 2544 benchmarking space).
-for _addr in (BRIDGE_IP, CLIENT_IP, *(n.ip for n in NODES)):
+# The lab must never use addresses outside 198.18.0.0/15 (RFC 2544) and 2001:2::/48 (RFC 5180).
+for _addr in (BRIDGE_IP, CLIENT_IP, *(n.ip for n in (*NODES, ARM64_NODE))):
     assert ipaddress.ip_address(_addr) in LAB_NET, _addr
+for _addr in (CLIENT_IP6, *(n.ip6 for n in (*NODES, ARM64_NODE))):
+    assert ipaddress.ip_address(_addr) in LAB_NET6, _addr
+_BENCHMARKING6 = ipaddress.ip_network("2001:2::/48")
+for _net in (LAB_NET6, POOL6, CLUSTER_CIDR6, *(n.pod_cidr6 for n in (*NODES, ARM64_NODE))):
+    assert ipaddress.ip_network(_net).subnet_of(_BENCHMARKING6), _net  # type: ignore[arg-type]
+assert all(ipaddress.ip_network(n.pod_cidr6).subnet_of(ipaddress.ip_network(CLUSTER_CIDR6)) for n in NODES)  # type: ignore[arg-type]
 assert ipaddress.ip_network(POOL).subnet_of(LAB_NET)  # type: ignore[arg-type]
 assert all(ipaddress.ip_network(n.pod_cidr).subnet_of(ipaddress.ip_network(CLUSTER_CIDR)) for n in NODES)  # type: ignore[arg-type]
 assert all(len(name) <= 15 for name in (BRIDGE, CLIENT_VETH, CLIENT_IF, *(n.veth for n in NODES)))
@@ -513,13 +541,17 @@ def create_network(state_dir: Path) -> None:
     run(["ip", "link", "add", CLIENT_VETH, "type", "veth", "peer", "name", CLIENT_IF, "netns", CLIENT_NS])
     write_sysctl(f"net/ipv6/conf/{CLIENT_VETH}/disable_ipv6", "1")
     run(["ip", "link", "set", CLIENT_VETH, "master", BRIDGE, "up"])
-    write_sysctl(f"net/ipv6/conf/{CLIENT_IF}/disable_ipv6", "1", netns=CLIENT_NS)
+    # IPv6 with only the address we give: no router solicitations, autoconfiguration or DAD.
+    for conf in ("all", "default", CLIENT_IF):
+        for key, value in (("accept_ra", "0"), ("autoconf", "0"), ("router_solicitations", "0"), ("accept_dad", "0")):
+            write_sysctl(f"net/ipv6/conf/{conf}/{key}", value, netns=CLIENT_NS)
     # The client learns from gratuitous ARP (a takeover must update its neighbour entry at once).
     write_sysctl("net/ipv4/conf/all/arp_accept", "1", netns=CLIENT_NS)
     write_sysctl(f"net/ipv4/conf/{CLIENT_IF}/arp_accept", "1", netns=CLIENT_NS)
     run(["ip", "-n", CLIENT_NS, "link", "set", "lo", "up"])
     run(["ip", "-n", CLIENT_NS, "link", "set", CLIENT_IF, "address", CLIENT_MAC])
     run(["ip", "-n", CLIENT_NS, "addr", "add", f"{CLIENT_IP}/{LAB_NET.prefixlen}", "dev", CLIENT_IF])
+    run(["ip", "-n", CLIENT_NS, "addr", "add", f"{CLIENT_IP6}/{LAB_NET6.prefixlen}", "dev", CLIENT_IF, "nodad"])
     run(["ip", "-n", CLIENT_NS, "link", "set", CLIENT_IF, "up"])
 
 
@@ -531,15 +563,21 @@ def write_node_config(node: Node, config_dir: Path, api: dict[str, str]) -> None
     """What the node sees at /etc/l2lb-lab: its host0 address and pod routes (systemd-networkd), the lab
     settings, and kube-proxy's credentials (user system:kube-proxy, a JSON kubeconfig, mode 0600)."""
     config_dir.mkdir(parents=True, exist_ok=True)
-    # No Gateway: the lab has no route out. IPv4 only. The other nodes' pod ranges go to those nodes.
+    # No Gateway: the lab has no route out. The other nodes' pod ranges (both families) go to those nodes.
     routes = "".join(
-        f"\n[Route]\nDestination={other.pod_cidr}\nGateway={other.ip}\n" for other in NODES if other != node
+        f"\n[Route]\nDestination={cidr}\nGateway={gateway}\n"
+        for other in NODES
+        if other != node
+        for cidr, gateway in ((other.pod_cidr, other.ip), (other.pod_cidr6, other.ip6))
     )
     (config_dir / "host0.network").write_text(
         "# l2lb lab: the node's interface on the lab bridge (written by tests/lab/lab.py)\n"
         "[Match]\nName=host0\n\n"
         f"[Link]\nMACAddress={node.mac}\n\n"
-        f"[Network]\nAddress={node.ip}/{LAB_NET.prefixlen}\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n" + routes
+        f"[Network]\nAddress={node.ip}/{LAB_NET.prefixlen}\nAddress={node.ip6}/{LAB_NET6.prefixlen}\n"
+        # A link-local address: the kernel solicits neighbours from it for forwarded packets (kube-proxy's
+        # replies to the client); with none it cannot resolve the client and IPv6 Services time out.
+        "LinkLocalAddressing=ipv6\nIPv6AcceptRA=no\nIPv6DuplicateAddressDetection=0\n" + routes
     )
     (config_dir / "node.env").write_text(f"L2LB_LAB_NODE={node.name}\nL2LB_LAB_API={api['url']}\n")
     shutil.copyfile(api["ca"], config_dir / "ca.crt")
@@ -683,7 +721,7 @@ def start_api(state: State, proxy_mode: str = "nftables") -> None:
             if pid is not None:
                 state.set_proc(f"api/{name}", Proc.of(pid))
     for node in NODES:
-        plane.add_node(node.name, addresses=[node.ip])
+        plane.add_node(node.name, addresses=[node.ip, node.ip6])
     state.data["api"] = {
         "url": plane.url,
         "ca": plane.ca_file,
@@ -734,7 +772,7 @@ def api_fault(state_dir: Path, fault: str) -> None:
 KUBE_PROXY_CONFIG = """apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: {mode}
-clusterCIDR: {cluster_cidr}
+clusterCIDR: {cluster_cidr},{cluster_cidr6}
 clientConnection:
   kubeconfig: /etc/l2lb-lab/kube-proxy.kubeconfig
 conntrack:
@@ -762,7 +800,11 @@ def write_kube_proxy_setup(state: State, mode: str, strict_arp: bool = False) ->
     if mode not in KUBE_PROXY_MODES:
         raise LabError(f"kube-proxy mode {mode!r}: use one of {', '.join(KUBE_PROXY_MODES)}")
     text = KUBE_PROXY_CONFIG.format(
-        mode=mode, cluster_cidr=CLUSTER_CIDR, strict_arp=str(strict_arp).lower(), healthz=KUBE_PROXY_HEALTHZ_PORT
+        mode=mode,
+        cluster_cidr=CLUSTER_CIDR,
+        cluster_cidr6=CLUSTER_CIDR6,
+        strict_arp=str(strict_arp).lower(),
+        healthz=KUBE_PROXY_HEALTHZ_PORT,
     )
     meta = {"name": "kube-proxy", "namespace": "kube-system", "labels": {"app": "kube-proxy"}}
     role = {"metadata": meta, "rules": [{"apiGroups": [""], "resources": ["configmaps"],
@@ -897,7 +939,9 @@ class Backends:
         pid = self._node_pid(node)
         name = name or self._next_name(app)
         address = self._free_ip(node)
-        env = f"L2LB_BACKEND_ADDRESS={address}\nL2LB_BACKEND_PORT={BACKEND_PORT}\n"
+        lab_node = next(n for n in NODES if n.name == node)
+        address6 = lab_node.pod_ip6(address)
+        env = f"L2LB_BACKEND_ADDRESS={address}\nL2LB_BACKEND_ADDRESS6={address6}\nL2LB_BACKEND_PORT={BACKEND_PORT}\n"
         run(in_node(pid, ["sh", "-c", f"mkdir -p /run/l2lb-lab/backends && cat > /run/l2lb-lab/backends/{name}.env"]),
             input_text=env)  # fmt: skip
         run(in_node(pid, ["systemctl", "start", f"l2lb-backend@{name}.service"]))
@@ -915,11 +959,10 @@ class Backends:
         except BaseException:
             run(in_node(pid, ["systemctl", "stop", f"l2lb-backend@{name}.service"]), check=False)  # no orphan
             raise
-        node_ip = next(n.ip for n in NODES if n.name == node)
         started = now_rfc3339()
         status = {
-            "phase": "Running", "hostIP": node_ip, "hostIPs": [{"ip": node_ip}], "podIP": address,
-            "podIPs": [{"ip": address}], "startTime": started,
+            "phase": "Running", "hostIP": lab_node.ip, "hostIPs": [{"ip": lab_node.ip}, {"ip": lab_node.ip6}],
+            "podIP": address, "podIPs": [{"ip": address}, {"ip": address6}], "startTime": started,
             "containerStatuses": [{"name": "backend", "image": "l2lb-lab/backend", "imageID": "", "restartCount": 0,
                                    "ready": ready, "started": True, "state": {"running": {"startedAt": started}}}],
         }  # fmt: skip
@@ -1117,12 +1160,14 @@ def write_inventory(state: State, inventory_dir: Path) -> None:
     hosts += ["      hosts:"]
     for node in lab_nodes(state):
         hosts += [f"        {node.name}:", f"          ansible_nsenter_pid: {nodes[node.name]['init_pid']}"]
-        hosts += [f"          l2lb_lab_address: {node.ip}", f'          l2lb_lab_mac: "{node.mac}"']
+        hosts += [f"          l2lb_lab_address: {node.ip}", f'          l2lb_lab_address6: "{node.ip6}"']
+        hosts += [f'          l2lb_lab_mac: "{node.mac}"']
     hosts += ["    l2lb_probe:", "      hosts:", f"        {CLIENT_NS}:  # a host on the nodes' L2 segment"]
     hosts += ["          ansible_connection: local", f"          ansible_python_interpreter: {probe_python}"]
     hosts += [f"          l2lb_probe_interface: {CLIENT_IF}", f"          l2lb_lab_address: {CLIENT_IP}"]
+    hosts += [f'          l2lb_lab_address6: "{CLIENT_IP6}"']
     all_yml = GROUP_VARS_TEMPLATE.format(
-        header=header, kubeconfig=api["kubeconfig"], url=api["url"], ca=api["ca"], pool=POOL
+        header=header, kubeconfig=api["kubeconfig"], url=api["url"], ca=api["ca"], pool=POOL, pool6=POOL6
     )
     files = {"hosts.yml": "\n".join(hosts) + "\n", "group_vars/all.yml": all_yml}
     for node in lab_nodes(state):
@@ -1148,13 +1193,19 @@ l2lb_api_url: {url}  # what the agents on the nodes talk to
 l2lb_api_ca_file: {ca}  # CA that signed the API server certificate
 
 # --- IP pools: where LoadBalancer IPs come from ---
-# The pool must lie in a subnet the announcing interfaces are directly attached to (ARP only reaches the
-# local segment): the lab nodes' host0 is in 198.18.0.0/24. A /28 CIDR gives .241-.254 (network and
-# broadcast addresses are skipped unless allowFirstLastIPs: true).
+# A pool must lie in a subnet the announcing interfaces are directly attached to (ARP and NDP only reach the
+# local segment): the lab nodes' host0 is in 198.18.0.0/24 and 2001:2::/64. A /28 CIDR gives .241-.254 (network
+# and broadcast addresses are skipped unless allowFirstLastIPs: true); the IPv6 /124 gives ::241 to ::24e. A
+# Service gets an address of each family it asks for (spec.ipFamilies; PreferDualStack asks for both), each from
+# the first pool of that family that selects it. One pool may hold blocks of both families; here there is one per
+# family.
 l2lb_pools:
   - name: lab
     blocks:
       - cidr: {pool}
+  - name: lab-v6
+    blocks:
+      - cidr: "{pool6}"
 
 # --- announcement policies: which nodes may announce which services, on which interfaces ---
 # Only the workers announce (l2lb-node1 carries the control-plane label, see host_vars/); interfaces are
@@ -1267,9 +1318,11 @@ def configure_host0(node: Node, init_pid: int) -> None:
     net = ["nsenter", "-t", str(init_pid), "-n", "ip"]
     run([*net, "link", "set", "host0", "address", node.mac])
     run([*net, "addr", "replace", f"{node.ip}/{LAB_NET.prefixlen}", "dev", "host0"])
+    run([*net, "-6", "addr", "replace", f"{node.ip6}/{LAB_NET6.prefixlen}", "dev", "host0", "nodad"])
     run([*net, "link", "set", "host0", "up"])
     for other in NODES:
         run([*net, "route", "replace", other.pod_cidr, "via", other.ip, "dev", "host0"])
+        run([*net, "-6", "route", "replace", other.pod_cidr6, "via", other.ip6, "dev", "host0"])
 
 
 def arm64_down(state_dir: Path, inventory_dir: Path) -> None:

@@ -24,13 +24,15 @@ NAMESPACE = "default"
 ECHO = "lab-echo"
 ECHO_IP = "198.18.0.241"
 LOCAL = "lab-local"  # externalTrafficPolicy: Local, its one backend on l2lb-node3
-DEMO = ("lab-echo", "lab-dns-tcp", "lab-dns-udp", LOCAL)
+DUAL = "lab-dual"  # PreferDualStack: an IPv4 and an IPv6 address, on one node
+DEMO = ("lab-echo", "lab-dns-tcp", "lab-dns-udp", LOCAL, DUAL)
 WORKERS = ("l2lb-node2", "l2lb-node3")
 WORKER_LABEL = "node-role.kubernetes.io/worker"
 ANNOUNCING_NODE = "l2lb.io/announcing-node"
 AGENT_PYTHON = "/opt/l2lb/venv/bin/python"
 DIAG_NS = "l2lb-diag"
 POLICY = ("l2lb.io", "v1alpha1", "l2announcementpolicies", "workers")
+POOL6 = ("l2lb.io", "v1alpha1", "loadbalancerippools", "lab-v6")
 NODE_BY_NAME = {node.name: node for node in lab.NODES}
 
 
@@ -102,9 +104,14 @@ class Converged:
             time.sleep(0.3)
 
     def ip(self, name: str, namespace: str = NAMESPACE) -> str:
+        found = self.ips(name, namespace)
+        return found[0] if found else ""
+
+    def ips(self, name: str, namespace: str = NAMESPACE) -> list[str]:
+        """Every ingress IP of the Service, in status order (IPv4 first for the dual-stack demo Service)."""
         service = self.core.read_namespaced_service(name, namespace)
         ingress = (service.status.load_balancer.ingress or []) if service.status.load_balancer else []
-        return str(ingress[0].ip) if ingress else ""
+        return [str(entry.ip) for entry in ingress]
 
     def serving(self) -> bool:
         """Every demo Service assigned to a worker; lab-echo's IP answered through kube-proxy by a lab-echo
@@ -273,13 +280,15 @@ class ArpRecord:
 
 @contextmanager
 def arp_watch(ips: list[str], records: dict[str, ArpRecord]) -> Iterator[None]:
-    """Probe each IP from the client every 50 ms (tests/arpprobe.py) for the duration of the block."""
+    """Probe each IP from the client every 50 ms (tests/arpprobe.py: ARP, or NDP for IPv6) for the block's duration."""
     probers: dict[str, JsonLines] = {}
     env_cmd = ["env", f"PYTHONPATH={lab.REPO / 'tests'}"]
     try:
         for ip in ips:
             argv = [*env_cmd, lab.lab_python(), "-m", "arpprobe", "--iface", lab.CLIENT_IF, "--target", ip]
             argv += ["--interval-ms", str(PROBE_INTERVAL_MS), "--stop-on-eof"]
+            if ":" in ip:  # NDP: the solicitation's source is the client's IPv6 address
+                argv += ["--src-ip", lab.CLIENT_IP6]
             probers[ip] = JsonLines(lab.in_client(argv), f"arpprobe for {ip}")
         yield
     finally:

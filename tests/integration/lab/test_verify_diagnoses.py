@@ -6,8 +6,9 @@ Services as `make lab` runs them), each scenario for each failure mode breaks so
 ``verify_fail_on_problems=false`` and a report file, asserts the report's line, repairs, and checks that
 the lab serves again (TCP from the client reaches the node the Service is assigned to) before the next.
 
-    no IP             Services the controller refused: an IPv6-only Service (no pool matches), a request
-                      for an IP another Service holds, more Services than the pool has addresses
+    no IP             Services the controller refused: an IPv6-only Service while the IPv6 pool is disabled
+                      (no pool matches), a request for an IP another Service holds, more Services than the
+                      IPv4 pool has addresses
     no eligible node  the worker label removed from the Nodes (selector), or the policy's interface regex
                       matching nothing (interface)
     stale heartbeat   every agent frozen with SIGSTOP: the Leases stay, nobody renews them
@@ -31,12 +32,14 @@ from converged_lab import (
     ANNOUNCING_NODE,
     DEMO,
     DIAG_NS,
+    DUAL,
     ECHO,
     ECHO_IP,
     LOCAL,
     NAMESPACE,
     NODE_BY_NAME,
     POLICY,
+    POOL6,
     WORKER_LABEL,
     WORKERS,
     Converged,
@@ -56,6 +59,11 @@ def test_healthy_lab_reports_every_service_ok(lab_: Converged) -> None:
     assert "->" not in report.text
     # SERVED BY: the backend that answered the TCP check through kube-proxy says its name and node.
     assert re.search(r"\b80:ok +lab-echo-\d+@l2lb-node[13] +OK$", report.row(f"{NAMESPACE}/{ECHO}"), re.M), report.text
+    # lab-dual (PreferDualStack): both addresses on one node, the IPv6 one answered with NDP and served through
+    # kube-proxy's IPv6 rules.
+    v4, v6 = (report.row(f"{NAMESPACE}/{DUAL}", lab_.ips(DUAL)[i]) for i in (0, 1))
+    assert ":" in v6.split()[1] and v4.split()[2] == v6.split()[2] == lab_.holder(DUAL), report.text
+    assert re.search(r"\b80:ok +lab-echo-\d+@l2lb-node[13] +OK$", v6, re.M), report.text
     local = report.row(f"{NAMESPACE}/{LOCAL}")
     assert re.search(rf"\b80:ok +lab-local-\d+@{lab_.holder(LOCAL)} +OK$", local, re.M), report.text
     assert re.search(r"^controller: l2lb-node\d; nodes with a live heartbeat: l2lb-node1, l2lb-node2, l2lb-node3$",
@@ -72,9 +80,11 @@ def _service(name: str, ports: list[dict[str, Any]], **spec: Any) -> dict[str, A
 
 def test_no_ip_pool_exhausted_no_pool_matches_requested_ip_taken(lab_: Converged) -> None:
     udp = [{"name": "syslog", "port": 514, "protocol": "UDP"}]  # no TCP check: the fillers only take IPs
-    free = 14 - 3  # the /28 gives .241-.254; lab-echo, the lab-dns pair and lab-local hold three
+    free = 14 - 4  # the /28 gives .241-.254; lab-echo, the lab-dns pair, lab-local and lab-dual hold four
     fillers = [f"fill-{n:02d}" for n in range(1, free + 2)]
     lab_.core.create_namespace({"metadata": {"name": DIAG_NS}})
+    # lab-dual keeps its IPv6 address: a disabled pool hands out nothing new but takes nothing back.
+    lab_.custom.patch_cluster_custom_object(*POOL6, {"spec": {"disabled": True}})
     try:
         for name in fillers:
             lab_.core.create_namespaced_service(DIAG_NS, _service(name, udp))
@@ -95,8 +105,9 @@ def test_no_ip_pool_exhausted_no_pool_matches_requested_ip_taken(lab_: Converged
 
         lab_.wait_for("the controller to place or refuse every Service", settled)
         report = lab_.verify(DIAG_NS)
-        assert "no IP: no pool matches: no pool with IPv6 addresses selects the Service" in report.diagnosis(
-            f"{DIAG_NS}/v6-only"
+        assert (
+            'no IP: no pool matches: no enabled pool with IPv6 addresses selects the Service (disabled: pool "lab-v6")'
+            in report.diagnosis(f"{DIAG_NS}/v6-only")
         ), report.text
         taken_why = report.diagnosis(f"{DIAG_NS}/wants-taken")
         assert taken_why.startswith(f"no IP: requested IP unavailable: requested IP {ECHO_IP}"), report.text
@@ -109,6 +120,7 @@ def test_no_ip_pool_exhausted_no_pool_matches_requested_ip_taken(lab_: Converged
         served = [name for name, row in rows.items() if "no ready endpoints" in row and "/host0" in row]
         assert len(served) == free, report.text
     finally:
+        lab_.custom.patch_cluster_custom_object(*POOL6, {"spec": {"disabled": False}})
         for service in lab_.core.list_namespaced_service(DIAG_NS).items:
             lab_.core.delete_namespaced_service(service.metadata.name, DIAG_NS)
         lab_.core.delete_namespace(DIAG_NS)

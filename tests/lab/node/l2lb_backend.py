@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Lab backend: one "pod" of a demo Service, a real server process on a node-local address of its node.
+"""Lab backend: one "pod" of a demo Service, a real server process on node-local addresses of its node (IPv4, IPv6).
 
 Installed into the lab image as /usr/local/bin/l2lb-backend and run by ``l2lb-backend@<name>.service``; the
 lab (``lab.py backend ...``) lists it in the Service's EndpointSlices by creating its Pod object. kube-proxy
@@ -50,16 +50,23 @@ class TCPServer(socketserver.ThreadingTCPServer):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="the backend's (its Pod's) name")
-    parser.add_argument("--address", required=True, help="its node-local address (the Pod IP)")
+    parser.add_argument(
+        "--address", required=True, action="append", help="a node-local address of it (the Pod IPs: one per family)"
+    )
     parser.add_argument("--port", type=int, default=8080, help="TCP and UDP port (the Services' targetPort)")
     args = parser.parse_args()
     label = f"{args.name}@{socket.gethostname()}"
-    tcp = TCPServer((args.address, args.port), TCPHandler)
-    udp = socketserver.ThreadingUDPServer((args.address, args.port), UDPHandler)
-    for server in (tcp, udp):
+    servers: list[socketserver.BaseServer] = []
+    for address in args.address:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        tcp_class = type("TCP", (TCPServer,), {"address_family": family})
+        udp_class = type("UDP", (socketserver.ThreadingUDPServer,), {"address_family": family})
+        servers += [tcp_class((address, args.port), TCPHandler), udp_class((address, args.port), UDPHandler)]
+    for server in servers:
         server.label = label  # type: ignore[attr-defined]
-    threading.Thread(target=udp.serve_forever, daemon=True).start()
-    tcp.serve_forever()
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    servers[0].serve_forever()
 
 
 if __name__ == "__main__":
