@@ -1,4 +1,4 @@
-"""Benchmarks of baremetal.l2lb: API load, failover, ARP responder, IPAM/scheduling, Ansible wall time.
+"""Benchmarks of baremetal.l2lb: API load, failover, ARP and NDP responder, IPAM/scheduling, Ansible wall time.
 
 ``python -m benchmarks.run [--size smoke|full] [--only api,failover,arp,ipam,ansible]`` prints the tables
 and writes ``benchmarks/RESULTS.md``. These are measurements, not timed tests: a table reports what was

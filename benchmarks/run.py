@@ -31,7 +31,7 @@ LAB_TABLES = ("ansible", "handover")  # minutes each on the lab: not at size smo
 TITLES = {
     "api": "1. API load",
     "failover": "2. Failover",
-    "arp": "3. ARP responder",
+    "arp": "3. ARP and NDP responder",
     "ipam": "4. IPAM and scheduling",
     "ansible": "5. Ansible",
     "handover": "6. Endpoint handover",

@@ -37,7 +37,7 @@ def test_smoke_run_writes_every_table(tmp_path: Path) -> None:
     for title in (
         "## 1. API load",
         "## 2. Failover",
-        "## 3. ARP responder",
+        "## 3. ARP and NDP responder",
         "## 4. IPAM and scheduling",
         "## 5. Ansible",
         "## 6. Endpoint handover",

@@ -786,7 +786,7 @@ def test_14_killed_responder_thread_turns_healthz_unhealthy_and_the_agent_exits_
     report(record_property, "dead_responder_exit_s", round(time.monotonic() - t_kill, 2))
     assert code == 1, f"exit code {code} (systemd restarts the unit on a non-zero exit)\n{agent.log_tail()}"
     log = agent.log()
-    assert "thread l2lb-arp-responder died: ThreadKilled" in log and "Traceback" in log, agent.log_tail()
+    assert "thread l2lb-responder died: ThreadKilled" in log and "Traceback" in log, agent.log_tail()
     assert "l2lb-agent: thread died: responder (ThreadKilled" in log, agent.log_tail()
     # It handed over before exiting: another node answers for the IP.
     _, new = e2e.wait_announced(ns, "web", where=lambda n: n != node, what="the IP moved off the dead responder")
