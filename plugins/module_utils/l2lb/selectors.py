@@ -92,6 +92,17 @@ class LabelSelector:
         return out
 
 
+# Cilium's pseudo-labels: a Service's serviceSelector (pools and policies) also sees its namespace and name under
+# these keys, as if they were labels (they override real labels of the same key, as in Cilium's LB-IPAM).
+SERVICE_NAMESPACE_LABEL = "io.kubernetes.service.namespace"
+SERVICE_NAME_LABEL = "io.kubernetes.service.name"
+
+
+def service_selector_labels(namespace: str, name: str, labels: Mapping[str, str] | None) -> dict[str, str]:
+    """What a pool's or policy's serviceSelector matches for a Service: its labels plus the pseudo-labels."""
+    return {**(labels or {}), SERVICE_NAMESPACE_LABEL: namespace, SERVICE_NAME_LABEL: name}
+
+
 def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str] | None, absent: bool) -> bool:
     """Match ``labels``; ``absent`` is what a missing selector means for this field."""
     if selector is None:

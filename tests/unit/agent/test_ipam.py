@@ -102,6 +102,38 @@ def test_service_selector_limits_pool() -> None:
     assert one(result, "b").ips == ("198.18.10.1",)
 
 
+def test_ciliums_pseudo_labels_select_by_namespace_and_name() -> None:
+    # Cilium's documented example: a pool for one namespace; and one for a single Service by name.
+    team = make_pool(
+        "team",
+        "198.18.20.0/28",
+        serviceSelector={
+            "matchExpressions": [{"key": "io.kubernetes.service.namespace", "operator": "In", "values": ["team-a"]}]
+        },
+        created="2023-01",
+    )
+    dns = make_pool(
+        "dns",
+        "198.18.30.0/28",
+        serviceSelector={"matchLabels": {"io.kubernetes.service.name": "dns"}},
+        created="2023-02",
+    )
+    result = allocate(
+        [team, dns, LAN],
+        [
+            svc("web", namespace="team-a"),
+            svc("dns", namespace="infra"),
+            svc("web", namespace="team-b"),
+            # A real label with a pseudo-label's key does not beat the Service's own namespace, as in Cilium.
+            svc("fake", namespace="team-b", labels={"io.kubernetes.service.namespace": "team-a"}),
+        ],
+    )
+    assert one(result, "web", "team-a").ips == ("198.18.20.1",)
+    assert one(result, "dns", "infra").ips == ("198.18.30.1",)
+    assert one(result, "fake", "team-b").ips == ("198.18.10.1",)  # oldest first, then by key: fake before web
+    assert one(result, "web", "team-b").ips == ("198.18.10.2",)
+
+
 def test_pool_order_is_created_then_name() -> None:
     older = make_pool("zzz", "198.18.30.0/28", created="2023-01-01T00:00:00Z")
     same_a = make_pool("aaa", "198.18.40.0/28", created="2024-01-01T00:00:00Z")

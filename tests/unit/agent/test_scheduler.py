@@ -181,6 +181,15 @@ def test_external_ips_normalised_and_invalid_skipped() -> None:
     assert list(result.assignments) == ["2001:db8::1"]
 
 
+def test_a_policys_service_selector_sees_ciliums_pseudo_labels() -> None:
+    only_infra = policy("infra", serviceSelector={"matchLabels": {"io.kubernetes.service.namespace": "infra"}})
+    infra = ServiceInfo("infra", "dns", ingress_ips=("198.18.10.1",), ports=(ServicePort(53),))
+    other = ServiceInfo("default", "web", ingress_ips=("198.18.10.2",), ports=(ServicePort(80),))
+    result = run([infra, other], [node("a")], [only_infra])
+    assert placement(result) == {"198.18.10.1": "a"}
+    assert result.unschedulable["198.18.10.2"].reason == "NoEligibleNode"
+
+
 def test_a_services_ips_stay_together_unless_the_node_is_not_eligible_for_one() -> None:
     dual = [svc("d1", "198.18.10.1", "2001:2::1"), svc("d2", "198.18.10.2", "2001:2::2")]
     nodes = [node("a", iface(ndp=True)), node("b", iface(ndp=True))]

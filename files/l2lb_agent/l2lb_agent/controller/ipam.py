@@ -467,10 +467,11 @@ class _Allocator:
                 if info.ingress_ips and info.load_balancer_class in (None, LB_CLASS):
                     self.released.append(info.key)
                 continue
-            labels = tuple(sorted(info.labels.items()))
+            match = info.selector_labels
+            labels = tuple(sorted(match.items()))
             selecting = selecting_cache.get(labels)
             if selecting is None:
-                pools_ = tuple(pool for pool in self.live if pool.pool.selects_service(info.labels))
+                pools_ = tuple(pool for pool in self.live if pool.pool.selects_service(match))
                 selecting = selecting_cache[labels] = (pools_, frozenset(pool.order for pool in pools_))
             ports = ports_cache.get(info.ports)
             if ports is None:

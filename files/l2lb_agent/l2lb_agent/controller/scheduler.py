@@ -99,10 +99,11 @@ class _Scheduler:
 
     def service_mask(self, service: ServiceInfo) -> int:
         """Bitmask of policies whose serviceSelector selects the Service (cached by labels)."""
-        labels = tuple(sorted(service.labels.items()))
+        match = service.selector_labels
+        labels = tuple(sorted(match.items()))
         mask = self._service_masks.get(labels)
         if mask is None:
-            mask = sum(1 << i for i, p in enumerate(self.policies) if p.selects_service(service.labels))
+            mask = sum(1 << i for i, p in enumerate(self.policies) if p.selects_service(match))
             self._service_masks[labels] = mask
         return mask
 

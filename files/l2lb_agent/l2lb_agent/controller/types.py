@@ -21,6 +21,7 @@ from ..model.contract import (  # noqa: F401  (re-exported: the controller's nam
     Announcement,
 )
 from ..model.model import Pool
+from ..model.selectors import service_selector_labels
 
 # Service spec.ipFamilies values and the IP version each stands for.
 IP_FAMILY_VERSIONS = {"IPv4": 4, "IPv6": 6}
@@ -65,6 +66,11 @@ class ServiceInfo:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def selector_labels(self) -> dict[str, str]:
+        """What serviceSelectors match: the labels plus Cilium's pseudo-labels for namespace and name."""
+        return service_selector_labels(self.namespace, self.name, self.labels)
 
 
 @dataclass(frozen=True)
