@@ -26,6 +26,14 @@ POLICY_KEYS = ("name", "nodeSelector", "serviceSelector", "interfaces", "externa
 MANIFEST_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
 POOL_KINDS = ("LoadBalancerIPPool", "CiliumLoadBalancerIPPool")
 POLICY_KINDS = ("L2AnnouncementPolicy", "CiliumL2AnnouncementPolicy")
+CILIUM_POOL_KIND = "CiliumLoadBalancerIPPool"
+# The apiVersions each kind is served under (Cilium's pool moved to v2 in 1.18; v2alpha1 is still served).
+API_VERSIONS = {
+    "LoadBalancerIPPool": ("l2lb.io/v1alpha1",),
+    "L2AnnouncementPolicy": ("l2lb.io/v1alpha1",),
+    "CiliumLoadBalancerIPPool": ("cilium.io/v2", "cilium.io/v2alpha1"),
+    "CiliumL2AnnouncementPolicy": ("cilium.io/v2alpha1",),
+}
 _DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -150,6 +158,19 @@ def _unwrap(
     kind = raw.get("kind")
     if kind not in kinds:
         problems.add(obj, "kind", f"unexpected kind {kind!r}", f"use one of {', '.join(kinds)}", kind="wrong_kind")
+    else:
+        served = API_VERSIONS[kind]
+        api_version = raw.get("apiVersion")
+        if api_version is None:
+            problems.add(obj, "apiVersion", "missing", f"add apiVersion: {served[0]}", kind="missing")
+        elif api_version not in served:
+            problems.add(
+                obj,
+                "apiVersion",
+                f"{kind} is not served as {api_version!r}",
+                f"use apiVersion: {' or '.join(served)}",
+                kind="wrong_api_version",
+            )
     meta = raw.get("metadata")
     name = None
     if expect_type(meta, Mapping, obj, "metadata", problems, "mapping with name") and isinstance(meta, Mapping):
@@ -248,7 +269,10 @@ def _parse_pool_parts(raw: Any, index: int, problems: Problems, warnings: list[s
         )
     selector = parse_label_selector(body.get("serviceSelector"), obj, join_path(prefix, "serviceSelector"), problems)
     disabled = _bool(body, "disabled", False, obj, prefix, problems)
-    allow = _bool(body, "allowFirstLastIPs", False, obj, prefix, problems, yes_no=True)
+    # Cilium (1.16 and later): "if set to Yes or undefined, the first and last IPs of each CIDR will be
+    # allocatable". Our own shape keeps the network and broadcast addresses out unless told otherwise.
+    cilium = isinstance(raw, Mapping) and raw.get("kind") == CILIUM_POOL_KIND
+    allow = _bool(body, "allowFirstLastIPs", cilium, obj, prefix, problems, yes_no=True)
     label = str(name) if isinstance(name, str) else obj
     return Pool(label, tuple(blocks), selector, disabled, allow), len(problems) == before
 

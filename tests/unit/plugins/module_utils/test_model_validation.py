@@ -214,8 +214,52 @@ def test_manifest_with_wrong_kind() -> None:
 
 
 def test_manifest_fields_are_prefixed_with_spec() -> None:
-    p = _only([{"kind": "CiliumLoadBalancerIPPool", "metadata": {"name": "x"}, "spec": {"blocks": [{"cidr": "x"}]}}])
+    p = _only(
+        [
+            {
+                "apiVersion": "cilium.io/v2",
+                "kind": "CiliumLoadBalancerIPPool",
+                "metadata": {"name": "x"},
+                "spec": {"blocks": [{"cidr": "x"}]},
+            }
+        ]
+    )
     assert p.field == "spec.blocks[0].cidr"
+
+
+@pytest.mark.parametrize(
+    ("api_version", "message"),
+    [
+        (None, "missing"),
+        ("metallb.io", "CiliumLoadBalancerIPPool is not served as 'metallb.io'"),
+        ("cilium.io", "CiliumLoadBalancerIPPool is not served as 'cilium.io'"),
+        ("l2lb.io/v1alpha1", "CiliumLoadBalancerIPPool is not served as 'l2lb.io/v1alpha1'"),
+    ],
+)
+def test_a_manifests_api_version_is_checked(api_version: str | None, message: str) -> None:
+    raw: dict[str, Any] = {"kind": "CiliumLoadBalancerIPPool", "metadata": {"name": "x"}, "spec": {"blocks": []}}
+    if api_version is not None:
+        raw["apiVersion"] = api_version
+    raw["spec"]["blocks"] = [{"cidr": "198.18.10.0/28"}]
+    p = _only([raw])
+    assert (p.field, p.message) == ("apiVersion", message)
+    assert "cilium.io/v2" in p.fix
+
+
+def test_a_cilium_pool_hands_out_first_and_last_unless_told_not_to() -> None:
+    def cilium(**spec: Any) -> dict[str, Any]:
+        body = {"blocks": [{"cidr": "198.18.10.0/30"}], **spec}
+        return {
+            "apiVersion": "cilium.io/v2",
+            "kind": "CiliumLoadBalancerIPPool",
+            "metadata": {"name": "c"},
+            "spec": body,
+        }
+
+    assert build_model([cilium()]).pools[0].usable_ranges()[0].size == 4, "Cilium: undefined means Yes"
+    assert build_model([cilium(allowFirstLastIPs="No")]).pools[0].usable_ranges()[0].size == 2
+    # Our own shape keeps network and broadcast out unless told otherwise (unchanged).
+    assert build_model([_pool("o", blocks=[{"cidr": "198.18.10.0/30"}])]).pools[0].usable_ranges()[0].size == 2
 
 
 def test_all_problems_reported_at_once() -> None:

@@ -48,9 +48,10 @@ def test_seed_002_service_selector_pool_with_deprecated_cidrs() -> None:
     assert pool is not None and not pool.disabled
     assert pool.selects_service({"app.kubernetes.io/name": "ingress-nginx"})
     assert not pool.selects_service({"app.kubernetes.io/name": "grafana"})
-    # /30 loses network and broadcast: 172.198.1.1 and .2 are usable, as the article says.
+    # The article (Cilium before 1.16) says .1 and .2 are usable; Cilium 1.16 and later hand out the whole /30 when
+    # allowFirstLastIPs is not set ("Yes or undefined"), and a Cilium-shaped pool means here what it means there.
     usable = pool.usable_ranges()[0]
-    assert (str(usable.start), str(usable.stop)) == ("172.198.1.1", "172.198.1.2")
+    assert (str(usable.start), str(usable.stop)) == ("172.198.1.0", "172.198.1.3")
 
 
 def test_seed_003_empty_node_selector_and_literal_plus_regex_interfaces() -> None:
@@ -70,7 +71,7 @@ def test_seed_004_does_not_exist_excludes_control_plane() -> None:
     assert policy.selects_node({"kubernetes.io/hostname": "node-0"})
     assert not policy.selects_node({"node-role.kubernetes.io/control-plane": ""})
     pool = model.pool("blue-pool")
-    assert pool is not None and pool.usable_ranges()[0].size == 254
+    assert pool is not None and pool.usable_ranges()[0].size == 256, "Cilium's count: first and last included"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in SEEDS.glob("*.yaml")))
