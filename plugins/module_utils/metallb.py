@@ -6,6 +6,14 @@ Pure: it takes the objects (from a cluster or from manifest files) and returns t
 the per-Service annotation/label rewrites, and every part of the input that cannot be expressed, each
 with what it means for the user. Nothing is dropped silently.
 
+Input that is *broken* (MetalLB itself would refuse it, or it does not say what it seems to say) is not
+translated at all: ``problems`` lists every such problem at once, with the object, the field and the fix,
+and the module fails without writing or patching anything. Broken are: a wrong or missing ``apiVersion``;
+unknown keys (with "did you mean"), at the top level (``annotations:`` beside ``metadata``), in the specs and
+in the legacy ConfigMap; an address that is not a CIDR or an ``a-b`` range (a bare IP, a reversed range,
+an octet out of range, mixed families); a value of the wrong type (``spec.ports`` as a mapping); an IP
+MetalLB assigned that lies in no imported pool; and pools and policies that the model refuses.
+
 How MetalLB's semantics map (facts from MetalLB's API types and config parser):
 
 * ``IPAddressPool.spec.addresses``: a CIDR (host bits allowed; MetalLB masks them) or ``a-b`` (spaces
@@ -41,6 +49,7 @@ from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract impor
     ANNOTATION_SHARING_KEY,
 )
 from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.model import ModelError, build_model
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.problems import Problem, Problems, check_known_keys
 
 GROUP = "metallb.io"
 VERSION = "v1beta1"
@@ -54,6 +63,23 @@ CLUSTER_KINDS = (
     ("bgppeers", "BGPPeer"),
 )
 PREFIXES = ("metallb.io/", "metallb.universe.tf/")
+# apiVersion per kind this import reads (the legacy ConfigMap and Services are core v1).
+API_VERSIONS = {
+    "IPAddressPool": (f"{GROUP}/{VERSION}",),
+    "L2Advertisement": (f"{GROUP}/{VERSION}",),
+    "Service": ("v1",),
+    "ConfigMap": ("v1",),
+}
+OBJECT_KEYS = ("apiVersion", "kind", "metadata", "spec", "status")
+CONFIG_MAP_KEYS = ("apiVersion", "kind", "metadata", "data", "binaryData", "immutable")
+METADATA_KEYS = ("annotations", "labels", "name", "namespace")  # where a misplaced top-level key belongs
+SPEC_KEYS = {
+    "IPAddressPool": ("addresses", "autoAssign", "avoidBuggyIPs", "serviceAllocation"),
+    "L2Advertisement": ("ipAddressPools", "ipAddressPoolSelectors", "nodeSelectors", "interfaces"),
+}
+SERVICE_ALLOCATION_KEYS = ("priority", "namespaces", "namespaceSelectors", "serviceSelectors")
+LEGACY_KEYS = ("address-pools", "peers", "bgp-communities")
+LEGACY_POOL_KEYS = ("name", "protocol", "addresses", "auto-assign", "avoid-buggy-ips", "bgp-advertisements")
 REQUEST_LABEL = "l2lb.io/requested-pool"
 CILIUM_CROSS_NAMESPACE = "lbipam.cilium.io/sharing-cross-namespace"
 # avoidBuggyIPs: split a block into ranges around .0/.255 while it spans at most this many /24s.
@@ -126,6 +152,8 @@ class ImportResult:
     unexpressible: list[Unexpressible]
     notes: list[str]
     backend: str
+    problems: list[Problem] = field(default_factory=list)
+    """Broken input: when there is any, nothing may be written or patched (the module fails)."""
 
     def inventory_yaml(self) -> str:
         """YAML to paste into group_vars, with what could not be expressed as comments on top."""
@@ -177,6 +205,35 @@ def flatten(objects: Iterable[Any]) -> list[Mapping[str, Any]]:
         else:
             out.append(obj)
     return out
+
+
+def address_problem(text: Any) -> tuple[str, str]:
+    """Why an ``addresses`` entry is not a CIDR or an ``a-b`` range, and the fix (for one that is not)."""
+    value = str(text).strip()
+    if "-" in value:
+        first, _, last = (part.strip() for part in value.partition("-"))
+        try:
+            start, stop = ipaddress.ip_address(first), ipaddress.ip_address(last)
+        except ValueError as exc:
+            return (
+                f"{value!r} is not a range of two IP addresses: {exc}",
+                "write first-last, e.g. 198.18.0.10-198.18.0.20",
+            )
+        if start.version != stop.version:
+            return f"range {value!r} mixes IPv{start.version} and IPv{stop.version}", "use one family per range"
+        return f"range {value!r} starts after it stops", f"swap them: {stop}-{start}"
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        prefix = 32 if address.version == 4 else 128
+        return f"{value!r} is a single address; MetalLB takes CIDRs and ranges", f"write {address}/{prefix}"
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError as exc:
+        return f"{value!r} is not a CIDR or a range: {exc}", "write a CIDR such as 198.18.10.0/28 or a range a-b"
+    return f"{value!r} is not a CIDR or a range", "write a CIDR such as 198.18.10.0/28 or a range a-b"
 
 
 def parse_address(text: str) -> tuple[dict[str, str], str] | None:
@@ -281,9 +338,58 @@ class _Importer:
         self.unexpressible: list[Unexpressible] = []
         self.notes: list[str] = []
         self.pools: list[_Pool] = []
+        self.problems = Problems()
 
     def lost(self, obj: str, path: str, reason: str) -> None:
         self.unexpressible.append(Unexpressible(obj, path, reason))
+
+    def broken(self, obj: str, path: str, message: str, fix: str) -> None:
+        """Input MetalLB would refuse, or that does not say what it seems to: the import fails."""
+        self.problems.add(obj, path, message, fix)
+
+    def check_object(self, raw: Mapping[str, Any], kind: str, obj: str) -> None:
+        """apiVersion, top-level keys, spec keys and types of one object this import reads."""
+        served = API_VERSIONS[kind]
+        api_version = raw.get("apiVersion")
+        if api_version not in served:
+            what = "missing" if api_version is None else f"{api_version!r} is not the apiVersion of {kind}"
+            self.broken(obj, "apiVersion", what, f"use apiVersion: {' or '.join(served)}")
+        top = {key: value for key, value in raw.items() if key not in METADATA_KEYS}
+        check_known_keys(top, CONFIG_MAP_KEYS if kind == "ConfigMap" else OBJECT_KEYS, obj, "", self.problems)
+        for key in raw:
+            if key in METADATA_KEYS:  # annotations: beside metadata instead of under it, so nobody reads them
+                self.broken(obj, str(key), "unknown key (beside metadata)", f"move it under metadata: metadata.{key}")
+        for key in ("metadata", "spec"):
+            if key in raw and not isinstance(raw[key], Mapping):
+                self.broken(obj, key, f"expected a mapping, got {type(raw[key]).__name__}", f"write {key} as a mapping")
+        spec = _spec(raw)
+        if kind in SPEC_KEYS:
+            check_known_keys(spec, SPEC_KEYS[kind], obj, "spec", self.problems)
+        if kind == "IPAddressPool":
+            addresses = spec.get("addresses")
+            if not isinstance(addresses, list):
+                got = "missing" if addresses is None else f"expected a list, got {type(addresses).__name__}"
+                self.broken(obj, "spec.addresses", got, "list CIDRs or a-b ranges, e.g. [198.18.10.0/28]")
+            allocation = spec.get("serviceAllocation")
+            if isinstance(allocation, Mapping):
+                check_known_keys(allocation, SERVICE_ALLOCATION_KEYS, obj, "spec.serviceAllocation", self.problems)
+            elif allocation is not None:
+                self.broken(obj, "spec.serviceAllocation", "expected a mapping", "write it as a mapping")
+        if kind == "L2Advertisement":
+            for key in SPEC_KEYS[kind]:
+                if key in spec and not isinstance(spec[key], list):
+                    self.broken(
+                        obj, f"spec.{key}", f"expected a list, got {type(spec[key]).__name__}", "make it a list"
+                    )
+        if kind == "Service":
+            ports = spec.get("ports")
+            if ports is not None and not (isinstance(ports, list) and all(isinstance(p, Mapping) for p in ports)):
+                self.broken(obj, "spec.ports", "expected a list of {port, protocol}", "write ports as a list")
+            meta = raw.get("metadata")
+            for key in ("annotations", "labels"):
+                value = meta.get(key) if isinstance(meta, Mapping) else None
+                if value is not None and not isinstance(value, Mapping):
+                    self.broken(obj, f"metadata.{key}", "expected a mapping", f"write {key} as key: value pairs")
 
     # --- pools ------------------------------------------------------------------------------------
 
@@ -296,12 +402,14 @@ class _Importer:
         avoid_buggy: bool,
         allocation: Mapping[str, Any] | None,
         obj: str,
+        address_path: str = "spec.addresses",
     ) -> None:
         blocks: list[dict[str, str]] = []
         for i, text in enumerate(addresses):
             parsed = parse_address(str(text))
             if parsed is None:
-                self.lost(obj, f"spec.addresses[{i}]", f"{text!r} is neither a CIDR nor an a-b range; skipped")
+                message, fix = address_problem(text)
+                self.broken(obj, f"{address_path}[{i}]", message, fix)
                 continue
             block, note = parsed
             if note:
@@ -312,7 +420,8 @@ class _Importer:
             pool.blocks.extend(self._avoid_buggy(pool, block, obj) if avoid_buggy else [block])
         pool.ranges = [_block_bounds(b) for b in pool.blocks]
         if not pool.blocks:
-            self.lost(obj, "spec.addresses", "no usable address; the pool is not imported")
+            if not self.problems:
+                self.lost(obj, address_path, "no usable address; the pool is not imported")
             return
         self._allocation(pool, allocation or {}, obj)
         self.pools.append(pool)
@@ -557,7 +666,13 @@ class _Importer:
                 self.lost(obj, source, f"{part!r} is not an IP address; not carried over")
                 continue
             if not any(p.contains(ip) for p in self.pools):
-                self.lost(obj, source, f"{ip} lies in no imported pool: the new backend will refuse it")
+                self.broken(
+                    obj,
+                    source,
+                    f"{ip} lies in no imported pool: the Service would lose its address on the switch (MetalLB "
+                    "itself refuses such a configuration)",
+                    f"add {ip} to a pool, or remove the request",
+                )
             ips.append(str(ip))
         if ips:
             plan.notes.append(f"requested IPs from {source}: {', '.join(ips)}")
@@ -584,17 +699,29 @@ class _Importer:
         plan.labels[REQUEST_LABEL] = pool
 
     def _check_sharing(self, key: str, members: Sequence[tuple[Mapping[str, Any], ServiceRewrite]]) -> None:
+        # l2lb refuses two Services on one IP that use the same port and protocol; Cilium refuses the same port
+        # number whatever the protocols (a DNS pair on 53/TCP and 53/UDP shares an IP here, not there).
         seen: dict[tuple[str, int], str] = {}
         policies = {str(_spec(s).get("externalTrafficPolicy") or "Cluster") for s, _ in members}
         for service, plan in members:
-            for port in _spec(service).get("ports") or []:
-                proto_port = (str(port.get("protocol") or "TCP"), int(port.get("port") or 0))
+            ports = _spec(service).get("ports")
+            for port in ports if isinstance(ports, list) else []:
+                if not isinstance(port, Mapping):
+                    continue
+                try:
+                    number = int(port.get("port") or 0)
+                except (TypeError, ValueError):
+                    continue
+                protocol = str(port.get("protocol") or "TCP")
+                proto_port = ("any" if self.backend == "cilium" else protocol, number)
                 if proto_port in seen and seen[proto_port] != plan.ref:
+                    what = f"port {number}" if self.backend == "cilium" else f"{number}/{protocol}"
+                    why = " (Cilium refuses one port number twice on an IP, whatever the protocols)"
                     self.lost(
                         f'Service "{plan.ref}"',
                         "spec.ports",
-                        f"shares key {key!r} with {seen[proto_port]} and both use {proto_port[1]}/{proto_port[0]}: "
-                        "sharing will be refused",
+                        f"shares key {key!r} with {seen[proto_port]} and both use {what}: sharing will be refused"
+                        + (why if self.backend == "cilium" else ""),
                     )
                 seen.setdefault(proto_port, plan.ref)
         if len(policies) > 1:
@@ -637,22 +764,43 @@ def _legacy_config(config_map: Mapping[str, Any], imp: _Importer) -> list[dict[s
     try:
         config = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        imp.lost(obj, "data.config", f"not valid YAML: {exc}")
+        imp.broken(obj, "data.config", f"not valid YAML: {exc}", "fix the YAML MetalLB would fail to read too")
         return []
+    if not isinstance(config, Mapping):
+        imp.broken(obj, "data.config", "expected a mapping with address-pools", "see MetalLB 0.12's config format")
+        return []
+    check_known_keys(config, LEGACY_KEYS, obj, "data.config", imp.problems)
+    pools = config.get("address-pools") or []
+    if not isinstance(pools, list):
+        imp.broken(obj, "data.config.address-pools", "expected a list of pools", "write address-pools as a list")
+        pools = []
     names = []
-    for i, pool in enumerate(config.get("address-pools") or []):
+    for i, pool in enumerate(pools):
+        path = f"data.config.address-pools[{i}]"
+        if not isinstance(pool, Mapping):
+            imp.broken(obj, path, "expected a mapping (name, protocol, addresses)", "write the pool as a mapping")
+            continue
+        before = len(imp.problems)
+        check_known_keys(pool, LEGACY_POOL_KEYS, obj, path, imp.problems)
         name = str(pool.get("name") or f"pool-{i}")
         if pool.get("protocol", "layer2") != "layer2":
-            imp.lost(obj, f"address-pools[{i}]", f'pool "{name}" uses protocol {pool.get("protocol")}: not imported')
+            imp.lost(obj, path, f'pool "{name}" uses protocol {pool.get("protocol")}: not imported')
+            continue
+        addresses = pool.get("addresses")
+        if not isinstance(addresses, list):
+            got = "missing" if addresses is None else f"expected a list, got {type(addresses).__name__}"
+            imp.broken(obj, f"{path}.addresses", got, "list CIDRs or a-b ranges, e.g. [198.18.10.0/28]")
+        if len(imp.problems) > before:
             continue
         imp.add_pool(
             name,
             {},
-            pool.get("addresses") or [],
+            addresses or [],
             pool.get("auto-assign", True) is not False,
             bool(pool.get("avoid-buggy-ips")),
             None,
             f'{obj} pool "{name}"',
+            address_path=f"{path}.addresses",
         )
         names.append(name)
     if config.get("peers"):
@@ -674,9 +822,22 @@ def import_metallb(
     imp = _Importer(backend, cilium_version, pin_assigned_ips, remove_metallb_annotations)
     advertisements: list[Mapping[str, Any]] = []
     services: list[Mapping[str, Any]] = []
-    for obj in flatten(objects):
+    documents = list(objects)
+    for index, document in enumerate(documents):
+        if document is not None and not isinstance(document, Mapping):
+            imp.broken(
+                f"document {index + 1}",
+                "",
+                f"expected a Kubernetes object (a mapping), got {type(document).__name__}",
+                "remove it, or fix the indentation that made it a list or a string",
+            )
+    for obj in flatten(documents):
         kind = str(obj.get("kind") or "")
         name = str(_meta(obj).get("name") or "")
+        if kind in API_VERSIONS and (kind != "ConfigMap" or "config" in (obj.get("data") or {})):
+            namespace = _meta(obj).get("namespace")
+            label = f'{kind} "{namespace}/{name}"' if kind == "Service" and namespace else f'{kind} "{name}"'
+            imp.check_object(obj, kind, label)
         if kind == "IPAddressPool":
             spec = _spec(obj)
             imp.add_pool(
@@ -712,9 +873,10 @@ def import_metallb(
     policies = imp.policies(advertisements, gated)
     rewrites = imp.rewrites(services, gated)
     pools = imp.inventory_pools()
-    try:
-        build_model(pools, policies)
-    except ModelError as exc:
-        for problem in exc.problems:
-            imp.lost(problem.obj, problem.field, f"{problem.message} (fix: {problem.fix})")
-    return ImportResult(pools, policies, rewrites, imp.unexpressible, imp.notes, backend)
+    if not imp.problems:  # a broken input's translation is not worth validating: fix the input first
+        try:
+            build_model(pools, policies)
+        except ModelError as exc:
+            for problem in exc.problems:
+                imp.broken(f"imported {problem.obj}", problem.field, problem.message, problem.fix)
+    return ImportResult(pools, policies, rewrites, imp.unexpressible, imp.notes, backend, list(imp.problems))

@@ -22,6 +22,11 @@ description:
     MetalLB assigned, so no address changes when MetalLB is replaced.
   - Everything that cannot be expressed is returned in C(unexpressible) and written as comments into the
     YAML; nothing is dropped silently.
+  - Broken input fails the module, with every problem at once (object, field, fix) and nothing written or
+    patched - a wrong or missing C(apiVersion), unknown keys (with "did you mean", also C(annotations) beside
+    C(metadata)), an address that is not a CIDR or an C(a-b) range (a bare IP, a reversed range, an octet out
+    of range), values of the wrong type (C(spec.ports) as a mapping), an IP MetalLB assigned outside every
+    imported pool, or pools and policies the model refuses.
   - With I(apply_plan=true) the rewrites are applied to the live Services (each write dry-run first; guarded by
     the Service's resourceVersion); in check mode they are only dry-run. Without it the module only reads.
 author:
@@ -139,6 +144,17 @@ notes:
   returned: success
   type: list
   elements: str
+problems:
+  description: Why the input was refused, each with C(object), C(field), C(kind), C(message), C(fix) and C(text).
+  returned: failure
+  type: list
+  elements: dict
+  sample:
+    - object: IPAddressPool "lan"
+      field: spec.addresses[0]
+      kind: invalid
+      message: "range '198.18.10.20-198.18.10.10' starts after it stops"
+      fix: "swap them: 198.18.10.10-198.18.10.20"
 """
 
 import glob
@@ -273,6 +289,14 @@ def main() -> None:
             pin_assigned_ips=params["pin_assigned_ips"],
             remove_metallb_annotations=params["remove_metallb_annotations"],
         )
+        if result.problems:  # broken input: nothing is written, nothing is patched
+            count = len(result.problems)
+            module.fail_json(
+                msg=f"{count} problem{'s' if count != 1 else ''} in the MetalLB input (nothing was changed):\n"
+                + "\n".join(f"  - {problem}" for problem in result.problems),
+                problems=[problem.to_dict() for problem in result.problems],
+            )
+            return
         patches: list[Any] = []
         if params["apply_plan"]:
             applier = PlanApplier(client or KubeClient(params), result.rewrites)

@@ -159,7 +159,7 @@ def _unwrap(
     if kind not in kinds:
         problems.add(obj, "kind", f"unexpected kind {kind!r}", f"use one of {', '.join(kinds)}", kind="wrong_kind")
     else:
-        served = API_VERSIONS[kind]
+        served = API_VERSIONS[str(kind)]
         api_version = raw.get("apiVersion")
         if api_version is None:
             problems.add(obj, "apiVersion", "missing", f"add apiVersion: {served[0]}", kind="missing")

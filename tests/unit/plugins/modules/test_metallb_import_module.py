@@ -48,6 +48,24 @@ def test_unreadable_manifests_fail_naming_the_file(capsys: pytest.CaptureFixture
     assert code == 1 and "paths" in result["msg"]
 
 
+def test_broken_manifests_fail_listing_every_problem(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "pools.yaml").write_text(
+        "apiVersion: metallb.io\nkind: IPAddressPool\nmetadata: {name: lan}\n"
+        "spec:\n  addresses: [198.18.10.20-198.18.10.10]\n---\n"
+        "apiVersion: metallb.io/v1beta1\nkind: L2Advertisement\nmetadata: {name: l2}\nspec: {ipaddresspools: [lan]}\n"
+    )
+    code, result = _run(capsys, {"source": "files", "paths": [str(tmp_path)], "apply_plan": True})
+    assert code == 1
+    assert result["msg"].startswith("3 problems in the MetalLB input (nothing was changed):")
+    assert [(p["object"], p["field"]) for p in result["problems"]] == [
+        ('IPAddressPool "lan"', "apiVersion"),
+        ('IPAddressPool "lan"', "spec.addresses[0]"),
+        ('L2Advertisement "l2"', "spec.ipaddresspools"),
+    ]
+    assert "swap them: 198.18.10.10-198.18.10.20" in result["msg"]
+    assert "pools" not in result and "applied" not in result, "nothing translated, nothing applied"
+
+
 class _Captured(Exception):
     def __init__(self, spec: dict[str, Any]) -> None:
         self.spec = spec
