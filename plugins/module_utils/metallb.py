@@ -80,6 +80,40 @@ SPEC_KEYS = {
 SERVICE_ALLOCATION_KEYS = ("priority", "namespaces", "namespaceSelectors", "serviceSelectors")
 LEGACY_KEYS = ("address-pools", "peers", "bgp-communities")
 LEGACY_POOL_KEYS = ("name", "protocol", "addresses", "auto-assign", "avoid-buggy-ips", "bgp-advertisements")
+# The type of every field the translation reads, per kind ("*": each item of a list or value of a mapping).
+_SELECTOR_TYPES = [("matchLabels", ("map",)), ("matchLabels.*", ("str",)), ("matchExpressions", ("list",)),
+                   ("matchExpressions.*", ("map",)), ("matchExpressions.*.values", ("list",))]  # fmt: skip
+_TYPES: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+    "common": [
+        ("metadata", ("map",)), ("metadata.name", ("str",)), ("metadata.namespace", ("str",)),
+        ("metadata.labels", ("map",)), ("metadata.labels.*", ("str",)),
+        ("metadata.annotations", ("map",)), ("metadata.annotations.*", ("str",)),
+    ],
+    "IPAddressPool": [
+        ("spec", ("map",)), ("spec.addresses", ("list",)), ("spec.addresses.*", ("str",)),
+        ("spec.autoAssign", ("bool",)), ("spec.avoidBuggyIPs", ("bool",)), ("spec.serviceAllocation", ("map",)),
+        ("spec.serviceAllocation.priority", ("int",)), ("spec.serviceAllocation.namespaces", ("list",)),
+        ("spec.serviceAllocation.namespaceSelectors", ("list",)),
+        ("spec.serviceAllocation.serviceSelectors", ("list",)), ("spec.serviceAllocation.serviceSelectors.*", ("map",)),
+        *((f"spec.serviceAllocation.serviceSelectors.*.{p}", t) for p, t in _SELECTOR_TYPES),
+    ],
+    "L2Advertisement": [
+        ("spec", ("map",)), ("spec.ipAddressPools", ("list",)), ("spec.ipAddressPools.*", ("str",)),
+        ("spec.ipAddressPoolSelectors", ("list",)), ("spec.ipAddressPoolSelectors.*", ("map",)),
+        *((f"spec.ipAddressPoolSelectors.*.{p}", t) for p, t in _SELECTOR_TYPES),
+        ("spec.nodeSelectors", ("list",)), ("spec.nodeSelectors.*", ("map",)),
+        ("spec.interfaces", ("list",)), ("spec.interfaces.*", ("str",)),
+    ],
+    "Service": [
+        ("spec", ("map",)), ("spec.type", ("str",)), ("spec.loadBalancerClass", ("str",)),
+        ("spec.loadBalancerIP", ("str",)), ("spec.externalTrafficPolicy", ("str",)),
+        ("spec.ports", ("list",)), ("spec.ports.*", ("map",)), ("spec.ports.*.port", ("int",)),
+        ("spec.ports.*.protocol", ("str",)), ("status", ("map",)), ("status.loadBalancer", ("map",)),
+        ("status.loadBalancer.ingress", ("list",)), ("status.loadBalancer.ingress.*", ("map",)),
+        ("status.loadBalancer.ingress.*.ip", ("str",)),
+    ],
+    "ConfigMap": [("data", ("map",)), ("data.config", ("str",))],
+}  # fmt: skip
 REQUEST_LABEL = "l2lb.io/requested-pool"
 CILIUM_CROSS_NAMESPACE = "lbipam.cilium.io/sharing-cross-namespace"
 # avoidBuggyIPs: split a block into ranges around .0/.255 while it spans at most this many /24s.
@@ -347,8 +381,9 @@ class _Importer:
         """Input MetalLB would refuse, or that does not say what it seems to: the import fails."""
         self.problems.add(obj, path, message, fix)
 
-    def check_object(self, raw: Mapping[str, Any], kind: str, obj: str) -> None:
-        """apiVersion, top-level keys, spec keys and types of one object this import reads."""
+    def check_object(self, raw: Mapping[str, Any], kind: str, obj: str) -> bool:
+        """apiVersion, keys and the types of every field the translation reads; False when a type is wrong (the
+        object is then not translated: its problems are the answer)."""
         served = API_VERSIONS[kind]
         api_version = raw.get("apiVersion")
         if api_version not in served:
@@ -359,37 +394,44 @@ class _Importer:
         for key in raw:
             if key in METADATA_KEYS:  # annotations: beside metadata instead of under it, so nobody reads them
                 self.broken(obj, str(key), "unknown key (beside metadata)", f"move it under metadata: metadata.{key}")
-        for key in ("metadata", "spec"):
-            if key in raw and not isinstance(raw[key], Mapping):
-                self.broken(obj, key, f"expected a mapping, got {type(raw[key]).__name__}", f"write {key} as a mapping")
+        typed = len(self.problems)
+        for path, expected in _TYPES["common"] + _TYPES[kind]:
+            self._check_type(raw, path.split("."), obj, "", expected)
+        typed = len(self.problems) == typed
         spec = _spec(raw)
         if kind in SPEC_KEYS:
             check_known_keys(spec, SPEC_KEYS[kind], obj, "spec", self.problems)
         if kind == "IPAddressPool":
-            addresses = spec.get("addresses")
-            if not isinstance(addresses, list):
-                got = "missing" if addresses is None else f"expected a list, got {type(addresses).__name__}"
-                self.broken(obj, "spec.addresses", got, "list CIDRs or a-b ranges, e.g. [198.18.10.0/28]")
+            if "addresses" not in spec:
+                self.broken(obj, "spec.addresses", "missing", "list CIDRs or a-b ranges, e.g. [198.18.10.0/28]")
             allocation = spec.get("serviceAllocation")
             if isinstance(allocation, Mapping):
                 check_known_keys(allocation, SERVICE_ALLOCATION_KEYS, obj, "spec.serviceAllocation", self.problems)
-            elif allocation is not None:
-                self.broken(obj, "spec.serviceAllocation", "expected a mapping", "write it as a mapping")
-        if kind == "L2Advertisement":
-            for key in SPEC_KEYS[kind]:
-                if key in spec and not isinstance(spec[key], list):
-                    self.broken(
-                        obj, f"spec.{key}", f"expected a list, got {type(spec[key]).__name__}", "make it a list"
-                    )
-        if kind == "Service":
-            ports = spec.get("ports")
-            if ports is not None and not (isinstance(ports, list) and all(isinstance(p, Mapping) for p in ports)):
-                self.broken(obj, "spec.ports", "expected a list of {port, protocol}", "write ports as a list")
-            meta = raw.get("metadata")
-            for key in ("annotations", "labels"):
-                value = meta.get(key) if isinstance(meta, Mapping) else None
-                if value is not None and not isinstance(value, Mapping):
-                    self.broken(obj, f"metadata.{key}", "expected a mapping", f"write {key} as key: value pairs")
+        # A wrong apiVersion or an unknown key is listed but does not stop the translation (its own problems are
+        # found too, all at once); a value of the wrong type does: the translation would misread it.
+        return typed
+
+    def _check_type(self, value: Any, path: list[str], obj: str, done: str, expected: tuple[str, ...]) -> None:
+        """Walk ``path`` (``*`` = every list item or mapping value) and check what is there: absent is fine."""
+        if not path:
+            if value is None:
+                return
+            kinds = {"str": str, "int": int, "bool": bool, "list": list, "map": Mapping}
+            if not any(isinstance(value, kinds[name]) and not (name == "int" and isinstance(value, bool))
+                       for name in expected):  # fmt: skip
+                wanted = " or ".join({"map": "mapping"}.get(name, name) for name in expected)
+                self.broken(obj, done, f"expected {wanted}, got {type(value).__name__}", f"write {done} as a {wanted}")
+            return
+        head, rest = path[0], path[1:]
+        if head == "*":
+            items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, list) else ()
+            for key, item in items:
+                self._check_type(
+                    item, rest, obj, f"{done}[{key}]" if isinstance(key, int) else f"{done}.{key}", expected
+                )
+            return
+        if isinstance(value, Mapping) and head in value:
+            self._check_type(value[head], rest, obj, f"{done}.{head}" if done else head, expected)
 
     # --- pools ------------------------------------------------------------------------------------
 
@@ -834,10 +876,12 @@ def import_metallb(
     for obj in flatten(documents):
         kind = str(obj.get("kind") or "")
         name = str(_meta(obj).get("name") or "")
-        if kind in API_VERSIONS and (kind != "ConfigMap" or "config" in (obj.get("data") or {})):
+        data = obj.get("data")
+        if kind in API_VERSIONS and (kind != "ConfigMap" or (isinstance(data, Mapping) and "config" in data)):
             namespace = _meta(obj).get("namespace")
             label = f'{kind} "{namespace}/{name}"' if kind == "Service" and namespace else f'{kind} "{name}"'
-            imp.check_object(obj, kind, label)
+            if not imp.check_object(obj, kind, label):
+                continue  # broken: not translated (its problems fail the import)
         if kind == "IPAddressPool":
             spec = _spec(obj)
             imp.add_pool(
@@ -853,7 +897,7 @@ def import_metallb(
             advertisements.append(obj)
         elif kind == "Service":
             services.append(obj)
-        elif kind == "ConfigMap" and "config" in (obj.get("data") or {}):
+        elif kind == "ConfigMap" and isinstance(data, Mapping) and "config" in data:
             advertisements.extend(_legacy_config(obj, imp))
         elif kind in _BGP_KINDS or kind == "BGPAdvertisement":
             imp.lost(f'{kind} "{name}"', "", "BGP is out of scope (layer 2 only); not imported")

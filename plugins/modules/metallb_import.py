@@ -205,11 +205,15 @@ def read_cluster(client: KubeClient, namespace: str, service_namespace: str | No
             if exc.status == 404:
                 continue
             raise
-        objects.extend({**item, "kind": item.get("kind") or kind} for item in items)
+        # List items may lack apiVersion and kind; the API served them under these, so they are right.
+        objects.extend(
+            {**item, "apiVersion": item.get("apiVersion") or f"{metallb.GROUP}/{metallb.VERSION}", "kind": kind}
+            for item in items
+        )
     legacy = client.read_config_map(namespace, "config")
     if legacy is not None:
-        objects.append({**legacy, "kind": "ConfigMap"})
-    objects.extend({**s, "kind": "Service"} for s in client.list_services(service_namespace))
+        objects.append({**legacy, "apiVersion": "v1", "kind": "ConfigMap"})
+    objects.extend({**s, "apiVersion": "v1", "kind": "Service"} for s in client.list_services(service_namespace))
     return objects
 
 

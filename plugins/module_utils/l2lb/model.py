@@ -386,7 +386,7 @@ def build_model(pools: Any, policies: Any = None) -> Model:
 def _as_list(value: Any, what: str, problems: Problems) -> list[Any]:
     if value is None:
         return []
-    if isinstance(value, Mapping) and value.get("kind", "").endswith("List") and "items" in value:
+    if isinstance(value, Mapping) and str(value.get("kind") or "").endswith("List") and "items" in value:
         value = value["items"]
     if not isinstance(value, (list, tuple)):
         expect_type(value, list, what, "", problems, f"list of {what}")

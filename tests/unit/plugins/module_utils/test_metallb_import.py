@@ -238,12 +238,13 @@ def test_invalid_addresses_are_refused(text: str) -> None:
 def test_avoid_buggy_ips_split_exact_or_listed() -> None:
     def pool(addresses: list[str]) -> dict[str, Any]:
         return {
+            "apiVersion": "metallb.io/v1beta1",
             "kind": "IPAddressPool",
             "metadata": {"name": "p"},
             "spec": {"addresses": addresses, "avoidBuggyIPs": True},
         }
 
-    adv = {"kind": "L2Advertisement", "metadata": {"name": "all"}, "spec": {}}
+    adv = {"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement", "metadata": {"name": "all"}, "spec": {}}
     small = metallb.import_metallb([pool(["198.18.0.250-198.18.1.5", "198.18.3.255/32", "2001:db8::/126"]), adv])
     assert small.pools[0]["blocks"] == [
         {"start": "198.18.0.250", "stop": "198.18.0.254"},
@@ -276,7 +277,12 @@ def test_legacy_configmap_and_no_advertisement() -> None:
             {"name": "bgp", "protocol": "bgp", "addresses": ["198.18.51.0/24"]},
         ]
     }
-    legacy = {"kind": "ConfigMap", "metadata": {"name": "config"}, "data": {"config": yaml.safe_dump(config)}}
+    legacy = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "config"},
+        "data": {"config": yaml.safe_dump(config)},
+    }
     result = metallb.import_metallb([legacy])
     assert result.pools == [
         {"name": "default", "blocks": [{"start": "198.18.50.10", "stop": "198.18.50.20"}], "allowFirstLastIPs": True}
@@ -284,6 +290,11 @@ def test_legacy_configmap_and_no_advertisement() -> None:
     assert result.policies == [{"name": "legacy-layer2", "loadBalancerIPs": True, "externalIPs": False}]
     assert any("protocol bgp" in str(u) for u in result.unexpressible)
 
-    only_pool = {"kind": "IPAddressPool", "metadata": {"name": "p"}, "spec": {"addresses": ["198.18.52.0/28"]}}
+    only_pool = {
+        "apiVersion": "metallb.io/v1beta1",
+        "kind": "IPAddressPool",
+        "metadata": {"name": "p"},
+        "spec": {"addresses": ["198.18.52.0/28"]},
+    }
     result = metallb.import_metallb([only_pool])
     assert result.policies == [] and any(u.obj == "L2Advertisement" for u in result.unexpressible)
