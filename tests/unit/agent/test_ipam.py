@@ -359,19 +359,42 @@ def test_two_services_requesting_same_ip_older_wins() -> None:
     ("value", "expected"),
     [
         ("not-an-ip", "not an IP address"),
-        ("198.18.10.1,,198.18.10.2", "empty entry"),
-        ("198.18.10.1,198.18.10.2", "at most one per IP family"),
         ("2001:db8::1", "spec.ipFamilies is IPv4"),
         ("", "empty entry"),
     ],
 )
-def test_malformed_request_is_invalid(value: str, expected: str) -> None:
+def test_a_request_with_nothing_valid_gets_no_address(value: str, expected: str) -> None:
     alloc = one(allocate([LAN], [svc("a", annotations={"metallb.io/loadBalancerIPs": value})]), "a")
     assert alloc.ips == ()
     assert alloc.refusal is not None
     assert alloc.refusal.reason == "InvalidRequest"
     assert expected in alloc.refusal.message
     assert "metallb.io/loadBalancerIPs" in alloc.refusal.message
+
+
+def test_several_requested_addresses_of_one_family_are_all_allocated() -> None:
+    # Cilium's own documented example asks for two IPv4 addresses for one Service, and gets both.
+    alloc = one(allocate([LAN], [svc("a", annotations={"lbipam.cilium.io/ips": "198.18.10.7,198.18.10.3"})]), "a")
+    assert alloc.ips == ("198.18.10.7", "198.18.10.3")
+    assert alloc.refusal is None
+    # Kept on the next round, in the same order.
+    again = svc("a", annotations={"lbipam.cilium.io/ips": "198.18.10.7,198.18.10.3"}, ingress_ips=alloc.ips)
+    assert one(allocate([LAN], [again]), "a").ips == ("198.18.10.7", "198.18.10.3")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("198.18.10.1,,198.18.10.2", "empty entry"),
+        ("198.18.10.1,2001:db8::1,198.18.10.2", "requests IPv6 address 2001:db8::1 but spec.ipFamilies is IPv4"),
+        ("198.18.10.1,bogus,198.18.10.2", "'bogus' is not an IP address"),
+    ],
+)
+def test_only_the_invalid_entries_of_a_request_are_refused(value: str, expected: str) -> None:
+    alloc = one(allocate([LAN], [svc("a", annotations={"l2lb.io/ips": value})]), "a")
+    assert alloc.ips == ("198.18.10.1", "198.18.10.2"), "the valid ones are allocated"
+    assert alloc.refusal is not None and alloc.refusal.reason == "InvalidRequest"
+    assert expected in alloc.refusal.message and "l2lb.io/ips" in alloc.refusal.message
 
 
 def test_invalid_request_drops_current_ip() -> None:

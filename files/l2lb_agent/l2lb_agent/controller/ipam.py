@@ -374,14 +374,15 @@ class _Service:
         self.versions = versions
         self.selecting = selecting
         self.selecting_orders = selecting_orders
-        self.held: dict[int, _IPUse] = {}
+        # Per IP version, the addresses held: one, or every requested one (a request may name several per family).
+        self.held: dict[int, list[_IPUse]] = {}
         # The first refusal is the one reported. A taken requested IP is kept as (use, prefix) and
         # rendered at the end against the final holders, so the message does not depend on the order
         # of work (and a second round reports the very same text).
         self.refusals: list[Refusal | tuple[_IPUse, str]] = []
         self.invalid = False
         self.request_source: str | None = None
-        self.requested: dict[int, int] = {}
+        self.requested: dict[int, list[int]] = {}
         self._parse_request()
 
     def _parse_request(self) -> None:
@@ -390,38 +391,42 @@ class _Service:
         if source is None:
             return
         where = f"annotation {source}" if source != _LEGACY_FIELD else source
+        # Every valid entry is requested (several per family are fine, as in Cilium); an invalid one is refused on
+        # its own and reported, and does not cost the Service the others.
         for text in raw:
             if not text:
-                self.refuse(
-                    REASON_INVALID_REQUEST,
-                    f"{where} has an empty entry in {','.join(raw)!r}; list addresses separated by commas",
+                self.refuse_entry(
+                    f"{where} has an empty entry in {','.join(raw)!r}; list addresses separated by commas"
                 )
-                return
+                continue
             try:
                 address = ipaddress.ip_address(text)
             except ValueError:
-                self.refuse(
-                    REASON_INVALID_REQUEST,
-                    f"{where}: {text!r} is not an IP address; write addresses like 198.18.10.5 or 2001:db8::5",
+                self.refuse_entry(
+                    f"{where}: {text!r} is not an IP address; write addresses like 198.18.10.5 or 2001:db8::5"
                 )
-                return
+                continue
             version = address.version
             if version not in self.versions:
-                self.refuse(
-                    REASON_INVALID_REQUEST,
+                self.refuse_entry(
                     f"{where} requests {_family_name(version)} address {address} but spec.ipFamilies is "
-                    f"{','.join(self.info.ip_families) or 'IPv4'}; request an address of the Service's family",
+                    f"{','.join(self.info.ip_families) or 'IPv4'}; request an address of the Service's family"
                 )
-                return
-            previous = self.requested.get(version)
-            if previous is not None and previous != int(address):
-                self.refuse(
-                    REASON_INVALID_REQUEST,
-                    f"{where} requests two {_family_name(version)} addresses "
-                    f"({_ip_text(version, previous)} and {address}); give at most one per IP family",
-                )
-                return
-            self.requested[version] = int(address)
+                continue
+            wanted = self.requested.setdefault(version, [])
+            if int(address) not in wanted:
+                wanted.append(int(address))
+        if not self.requested:
+            self.invalid = True  # nothing valid was asked for: no address at all (never a dynamic one)
+
+    def refuse_entry(self, message: str) -> None:
+        """One requested entry is invalid: reported (InvalidRequest), the valid ones are still allocated."""
+        self.refusals.append(Refusal(REASON_INVALID_REQUEST, message))
+
+    def holds(self, version: int, value: int | None = None) -> bool:
+        """Whether the Service holds an address of ``version`` (that address, with ``value``)."""
+        uses = self.held.get(version, ())
+        return bool(uses) if value is None else any(use.value == value for use in uses)
 
     def refuse(self, reason: str, message: str) -> None:
         if reason == REASON_INVALID_REQUEST:
@@ -504,9 +509,12 @@ class _Allocator:
             except ValueError:
                 continue
             version, value = address.version, int(address)
-            if version not in service.versions or version in service.held:
+            if version not in service.versions:
                 continue
-            if service.request_source is not None and service.requested.get(version) != value:
+            if service.request_source is not None:
+                if value not in service.requested.get(version, ()) or service.holds(version, value):
+                    continue
+            elif service.holds(version):
                 continue
             pool = self.index.find(version, value)
             if pool is None or pool.order not in service.selecting_orders:
@@ -520,9 +528,8 @@ class _Allocator:
     def reserve_requested(self, service: _Service) -> None:
         source = service.request_source
         where = f"annotation {source}" if source != _LEGACY_FIELD else source
-        for version in service.versions:
-            value = service.requested.get(version)
-            if value is None or version in service.held:
+        for version, value in ((v, x) for v in service.versions for x in service.requested.get(v, ())):
+            if service.holds(version, value):
                 continue
             text = _ip_text(version, value)
             pool = self.index.find(version, value)
@@ -553,7 +560,7 @@ class _Allocator:
                 service.refusals.append((use, f"requested IP {text} ({where})"))
 
     def allocate_dynamic(self, service: _Service) -> None:
-        wanted = [v for v in service.versions if v not in service.held]
+        wanted = [v for v in service.versions if not service.holds(v)]
         if not wanted:
             return
         without_pool: list[int] = []
@@ -574,7 +581,7 @@ class _Allocator:
                 service.refuse(REASON_POOL_EXHAUSTED, "; ".join(p.exhausted_message(version) for p in enabled))
         # Dual-stack takes one of each family *if available*: a missing family is only an error when
         # the Service ends up with no family at all.
-        if len(without_pool) == len(service.versions) and not service.held:
+        if len(without_pool) == len(service.versions) and not any(service.held.values()):
             service.refuse(REASON_NO_POOL_MATCHES, self.no_pool_message(service, without_pool))
 
     def join_group(self, service: _Service, version: int) -> bool:
@@ -603,13 +610,13 @@ class _Allocator:
         self.uses[(version, value)] = use
         if not already_marked:
             pool.used[version].add(value)
-        service.held[version] = use
+        service.held.setdefault(version, []).append(use)
         if service.sharing_key is not None:
             self.groups.setdefault((service.sharing_key, version), []).append(use)
 
     def join(self, service: _Service, use: _IPUse) -> None:
         use.add(service)
-        service.held[use.version] = use
+        service.held.setdefault(use.version, []).append(use)
 
     # -- messages -------------------------------------------------------------------------------
 
@@ -646,7 +653,7 @@ class _Allocator:
     def result(self) -> IPAMResult:
         allocations: dict[str, ServiceAllocation] = {}
         for service in self.services:
-            held = [service.held[v] for v in service.versions if v in service.held]
+            held = [use for v in service.versions for use in service.held.get(v, ())]
             allocations[service.key] = ServiceAllocation(
                 key=service.key,
                 ips=tuple(use.text for use in held),
