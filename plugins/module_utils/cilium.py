@@ -28,6 +28,7 @@ from typing import Any
 
 from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.model import Model, Policy, Pool
 from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.render import MANAGED_BY, MANAGED_BY_LABEL
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.selectors import service_selector_labels
 
 GROUP = "cilium.io"
 POOL_KIND = "CiliumLoadBalancerIPPool"
@@ -267,7 +268,9 @@ def count_announced_services(services: Iterable[Mapping[str, Any]], model: Model
     count = 0
     for service in services:
         meta, spec = service.get("metadata") or {}, service.get("spec") or {}
-        labels = meta.get("labels") or {}
+        labels = service_selector_labels(
+            str(meta.get("namespace") or ""), str(meta.get("name") or ""), meta.get("labels")
+        )
         selecting = [p for p in model.policies if _selected(p.service_selector, labels)]
         is_lb = spec.get("type") == "LoadBalancer" and spec.get("loadBalancerClass") in (None, LB_CLASS)
         if (is_lb and any(p.load_balancer_ips for p in selecting)) or (

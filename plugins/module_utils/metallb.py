@@ -34,6 +34,7 @@ How MetalLB's semantics map (facts from MetalLB's API types and config parser):
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 import textwrap
@@ -50,6 +51,7 @@ from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.contract impor
 )
 from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.model import ModelError, build_model
 from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.problems import Problem, Problems, check_known_keys
+from ansible_collections.baremetal.l2lb.plugins.module_utils.l2lb.selectors import SERVICE_NAMESPACE_LABEL
 
 GROUP = "metallb.io"
 VERSION = "v1beta1"
@@ -79,6 +81,10 @@ SPEC_KEYS = {
 }
 SERVICE_ALLOCATION_KEYS = ("priority", "namespaces", "namespaceSelectors", "serviceSelectors")
 LEGACY_KEYS = ("address-pools", "peers", "bgp-communities")
+KNOWN_KINDS = ("IPAddressPool", "L2Advertisement", "Service", "ConfigMap", "AddressPool", "BGPAdvertisement",
+               "BGPPeer", "BFDProfile", "Community")  # fmt: skip
+_LEGACY_POOL_TYPES = [("name", ("str",)), ("protocol", ("str",)), ("addresses", ("list",)), ("addresses.*", ("str",)),
+                      ("auto-assign", ("bool",)), ("avoid-buggy-ips", ("bool",))]  # fmt: skip
 LEGACY_POOL_KEYS = ("name", "protocol", "addresses", "auto-assign", "avoid-buggy-ips", "bgp-advertisements")
 # The type of every field the translation reads, per kind ("*": each item of a list or value of a mapping).
 _SELECTOR_TYPES = [("matchLabels", ("map",)), ("matchLabels.*", ("str",)), ("matchExpressions", ("list",)),
@@ -373,6 +379,7 @@ class _Importer:
         self.notes: list[str] = []
         self.pools: list[_Pool] = []
         self.problems = Problems()
+        self.untranslated: list[str] = []  # pools whose wrong types kept them from being translated
 
     def lost(self, obj: str, path: str, reason: str) -> None:
         self.unexpressible.append(Unexpressible(obj, path, reason))
@@ -388,7 +395,13 @@ class _Importer:
         api_version = raw.get("apiVersion")
         if api_version not in served:
             what = "missing" if api_version is None else f"{api_version!r} is not the apiVersion of {kind}"
-            self.broken(obj, "apiVersion", what, f"use apiVersion: {' or '.join(served)}")
+            self.problems.add(
+                obj,
+                "apiVersion",
+                what,
+                f"use apiVersion: {' or '.join(served)}",
+                kind="missing" if api_version is None else "wrong_api_version",
+            )
         top = {key: value for key, value in raw.items() if key not in METADATA_KEYS}
         check_known_keys(top, CONFIG_MAP_KEYS if kind == "ConfigMap" else OBJECT_KEYS, obj, "", self.problems)
         for key in raw:
@@ -419,8 +432,17 @@ class _Importer:
             kinds = {"str": str, "int": int, "bool": bool, "list": list, "map": Mapping}
             if not any(isinstance(value, kinds[name]) and not (name == "int" and isinstance(value, bool))
                        for name in expected):  # fmt: skip
-                wanted = " or ".join({"map": "mapping"}.get(name, name) for name in expected)
-                self.broken(obj, done, f"expected {wanted}, got {type(value).__name__}", f"write {done} as a {wanted}")
+                words = {"map": "a mapping", "str": "a string", "int": "an integer", "bool": "a boolean",
+                         "list": "a list"}  # fmt: skip
+                wanted = " or ".join(words[name] for name in expected)
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                self.problems.add(
+                    obj, done, f"expected {wanted}, got {type(value).__name__} {shown}", f"write {wanted} there",
+                    kind="wrong_type",
+                )  # fmt: skip
+            elif isinstance(value, Mapping) and any(not isinstance(key, str) for key in value):
+                bad = next(key for key in value if not isinstance(key, str))
+                self.problems.add(obj, done, f"key {bad!r} is not a string", "quote the key", kind="wrong_type")
             return
         head, rest = path[0], path[1:]
         if head == "*":
@@ -497,16 +519,24 @@ class _Importer:
                 f"pool priority {allocation['priority']} has no equivalent: when several pools select a Service, "
                 "any of them may allocate",
             )
-        if allocation.get("namespaces") or allocation.get("namespaceSelectors"):
+        if allocation.get("namespaceSelectors"):
             self.lost(
                 obj,
-                "spec.serviceAllocation.namespaces",
-                "namespace scoping has no equivalent: the pool serves Services in every namespace; label those "
-                "Services and add a serviceSelector to keep the restriction",
+                "spec.serviceAllocation.namespaceSelectors",
+                "selecting namespaces by their labels has no equivalent (selectors see the Service, not its "
+                "namespace's labels); list the namespaces instead (spec.serviceAllocation.namespaces)",
             )
         selectors = [s for s in allocation.get("serviceSelectors") or [] if isinstance(s, Mapping)]
         if selectors:
             pool.service_selector = {k: v for k, v in selectors[0].items() if k in ("matchLabels", "matchExpressions")}
+        namespaces = sorted({str(n) for n in allocation.get("namespaces") or []})
+        if namespaces:
+            # Cilium's (and our) pseudo-label for the Service's namespace says exactly this, ANDed as in MetalLB.
+            only = {"matchExpressions": [{"key": SERVICE_NAMESPACE_LABEL, "operator": "In", "values": namespaces}]}
+            pool.service_selector = _and_selectors(pool.service_selector, only)
+            self.notes.append(
+                f"{obj}: serviceAllocation.namespaces became a serviceSelector on {SERVICE_NAMESPACE_LABEL}"
+            )
         if len(selectors) > 1:
             self.lost(
                 obj,
@@ -700,6 +730,7 @@ class _Importer:
                 raw, source = ",".join(assigned), "the IP MetalLB assigned (pinned so it survives the switch)"
         if raw is None:
             return []
+        pinned = source.startswith("the IP MetalLB assigned")
         ips = []
         for part in (p.strip() for p in raw.split(",")):
             try:
@@ -708,13 +739,21 @@ class _Importer:
                 self.lost(obj, source, f"{part!r} is not an IP address; not carried over")
                 continue
             if not any(p.contains(ip) for p in self.pools):
+                if self.untranslated:  # the pool holding it may be one whose own problems kept it out
+                    continue
+                if pinned and spec.get("loadBalancerClass"):
+                    # Another implementation's class: its status IP was perhaps never MetalLB's to give.
+                    self.lost(obj, source, f"{ip} lies in no imported pool (the Service has another class); not pinned")
+                    continue
+                what = "MetalLB assigned it" if pinned else "it is requested"
                 self.broken(
                     obj,
                     source,
-                    f"{ip} lies in no imported pool: the Service would lose its address on the switch (MetalLB "
-                    "itself refuses such a configuration)",
-                    f"add {ip} to a pool, or remove the request",
+                    f"{ip} lies in no imported pool, but {what}: the Service would lose its address on the switch "
+                    "(MetalLB itself refuses such a configuration)",
+                    f"add {ip} to a pool" + ("" if pinned else ", or remove the request"),
                 )
+                continue
             ips.append(str(ip))
         if ips:
             plan.notes.append(f"requested IPs from {source}: {', '.join(ips)}")
@@ -824,6 +863,8 @@ def _legacy_config(config_map: Mapping[str, Any], imp: _Importer) -> list[dict[s
             continue
         before = len(imp.problems)
         check_known_keys(pool, LEGACY_POOL_KEYS, obj, path, imp.problems)
+        for field_path, expected in _LEGACY_POOL_TYPES:
+            imp._check_type(pool, field_path.split("."), obj, path, expected)
         name = str(pool.get("name") or f"pool-{i}")
         if pool.get("protocol", "layer2") != "layer2":
             imp.lost(obj, path, f'pool "{name}" uses protocol {pool.get("protocol")}: not imported')
@@ -881,6 +922,8 @@ def import_metallb(
             namespace = _meta(obj).get("namespace")
             label = f'{kind} "{namespace}/{name}"' if kind == "Service" and namespace else f'{kind} "{name}"'
             if not imp.check_object(obj, kind, label):
+                if kind == "IPAddressPool":
+                    imp.untranslated.append(name)
                 continue  # broken: not translated (its problems fail the import)
         if kind == "IPAddressPool":
             spec = _spec(obj)
@@ -903,7 +946,13 @@ def import_metallb(
             imp.lost(f'{kind} "{name}"', "", "BGP is out of scope (layer 2 only); not imported")
         elif kind == "AddressPool":
             imp.lost(f'AddressPool "{name}"', "", "the deprecated AddressPool kind: convert it to IPAddressPool first")
-        elif kind:
+        elif not kind:
+            imp.broken(
+                f'object "{name}"' if name else "an object", "kind", "missing", "add the kind, e.g. IPAddressPool"
+            )
+        elif close := difflib.get_close_matches(kind, KNOWN_KINDS, n=1, cutoff=0.8):
+            imp.broken(f'{kind} "{name}"', "kind", f"unknown kind {kind!r}", f'did you mean "{close[0]}"?')
+        else:
             imp.notes.append(f'{kind} "{name}": not a MetalLB layer-2 object; ignored')
     if imp.pools and not advertisements:
         imp.lost("L2Advertisement", "", "none found: MetalLB announced none of these pools on layer 2, so no policy")

@@ -10,7 +10,7 @@ up to the field that holds it (the policy and pool fields say "absent = all"), s
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +83,11 @@ class LabelSelector:
     def is_empty(self) -> bool:
         return not self.match_labels and not self.match_expressions
 
+    @property
+    def keys(self) -> frozenset[str]:
+        """Every label key the selector looks at."""
+        return frozenset(k for k, _ in self.match_labels) | frozenset(r.key for r in self.match_expressions)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.match_labels:
@@ -101,6 +106,13 @@ SERVICE_NAME_LABEL = "io.kubernetes.service.name"
 def service_selector_labels(namespace: str, name: str, labels: Mapping[str, str] | None) -> dict[str, str]:
     """What a pool's or policy's serviceSelector matches for a Service: its labels plus the pseudo-labels."""
     return {**(labels or {}), SERVICE_NAMESPACE_LABEL: namespace, SERVICE_NAME_LABEL: name}
+
+
+def uses_pseudo_labels(selectors: Iterable[LabelSelector | None]) -> bool:
+    """Whether any of ``selectors`` looks at a pseudo-label (else matching on the labels alone is the same, and
+    caches keyed by label set stay small)."""
+    pseudo = {SERVICE_NAMESPACE_LABEL, SERVICE_NAME_LABEL}
+    return any(selector is not None and selector.keys & pseudo for selector in selectors)
 
 
 def selector_matches(selector: LabelSelector | None, labels: Mapping[str, str] | None, absent: bool) -> bool:

@@ -382,6 +382,21 @@ def test_several_requested_addresses_of_one_family_are_all_allocated() -> None:
     assert one(allocate([LAN], [again]), "a").ips == ("198.18.10.7", "198.18.10.3")
 
 
+def test_several_requested_addresses_one_taken_then_freed_keep_the_requests_order() -> None:
+    older = svc("old", created="2024-01-01T00:00:00Z", annotations={"l2lb.io/ips": "198.18.10.3"})
+    newer = svc("new", annotations={"l2lb.io/ips": "198.18.10.3,198.18.10.4"})
+    first = one(allocate([LAN], [older, newer]), "new")
+    assert first.ips == ("198.18.10.4",), "the free one is allocated"
+    assert first.refusal is not None and first.refusal.reason == "RequestedIPUnavailable"
+    assert "198.18.10.3" in first.refusal.message and "held by default/old" in first.refusal.message
+    # The older Service goes away: the freed address joins, in the order the annotation lists them.
+    later = replace(newer, ingress_ips=first.ips)
+    second = one(allocate([LAN], [later]), "new")
+    assert second.ips == ("198.18.10.3", "198.18.10.4") and second.refusal is None
+    status = allocate([LAN], [later]).pools["lan"]
+    assert status.used == 2
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [

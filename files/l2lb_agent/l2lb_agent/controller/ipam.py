@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ..model.model import Pool, find_overlaps
+from ..model.selectors import uses_pseudo_labels
 from .types import (
     IP_FAMILY_VERSIONS,
     LB_CLASS,
@@ -423,6 +424,14 @@ class _Service:
         """One requested entry is invalid: reported (InvalidRequest), the valid ones are still allocated."""
         self.refusals.append(Refusal(REASON_INVALID_REQUEST, message))
 
+    def ordered(self, version: int) -> list[_IPUse]:
+        """The addresses held of ``version``: requested ones in the request's order, whatever the order of claims."""
+        uses = self.held.get(version, [])
+        wanted = self.requested.get(version)
+        if not wanted or len(uses) < 2:
+            return uses
+        return sorted(uses, key=lambda use: wanted.index(use.value) if use.value in wanted else len(wanted))
+
     def holds(self, version: int, value: int | None = None) -> bool:
         """Whether the Service holds an address of ``version`` (that address, with ``value``)."""
         uses = self.held.get(version, ())
@@ -467,12 +476,13 @@ class _Allocator:
         selecting_cache: dict[tuple[tuple[str, str], ...], tuple[tuple[_PoolState, ...], frozenset[int]]] = {}
         ports_cache: dict[tuple[ServicePort, ...], frozenset[tuple[int, str]]] = {}
         versions_cache: dict[tuple[str, ...], tuple[int, ...]] = {}
+        pseudo = uses_pseudo_labels(pool.pool.service_selector for pool in self.live)
         for info in sorted(services, key=lambda s: (s.created, s.key)):
             if not is_ours(info):
                 if info.ingress_ips and info.load_balancer_class in (None, LB_CLASS):
                     self.released.append(info.key)
                 continue
-            match = info.selector_labels
+            match = info.selector_labels if pseudo else info.labels
             labels = tuple(sorted(match.items()))
             selecting = selecting_cache.get(labels)
             if selecting is None:
@@ -653,7 +663,7 @@ class _Allocator:
     def result(self) -> IPAMResult:
         allocations: dict[str, ServiceAllocation] = {}
         for service in self.services:
-            held = [use for v in service.versions for use in service.held.get(v, ())]
+            held = [use for v in service.versions for use in service.ordered(v)]
             allocations[service.key] = ServiceAllocation(
                 key=service.key,
                 ips=tuple(use.text for use in held),

@@ -19,6 +19,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 from ..model.model import Policy
+from ..model.selectors import uses_pseudo_labels
 from .ipam import IPAMResult, gc_paused
 from .types import (
     EXTERNAL_TRAFFIC_POLICY_LOCAL,
@@ -94,12 +95,14 @@ class _Scheduler:
                     )
             self.node_masks[node.name] = mask
         self._service_masks: dict[tuple[tuple[str, str], ...], int] = {}
+        # Cilium's pseudo-labels only when a policy looks at them: else the mask cache stays keyed by label set.
+        self.pseudo = uses_pseudo_labels(p.service_selector for p in self.policies)
         self._candidates: dict[tuple[int, int], _Candidates] = {}
         self._subnets: dict[tuple[str, str], tuple[tuple[int, int, int], ...]] = {}
 
     def service_mask(self, service: ServiceInfo) -> int:
         """Bitmask of policies whose serviceSelector selects the Service (cached by labels)."""
-        match = service.selector_labels
+        match = service.selector_labels if self.pseudo else service.labels
         labels = tuple(sorted(match.items()))
         mask = self._service_masks.get(labels)
         if mask is None:

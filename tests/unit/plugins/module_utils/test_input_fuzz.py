@@ -48,7 +48,9 @@ SCALARS = st.one_of(
 VALUES = st.recursive(
     SCALARS,
     lambda children: st.one_of(
-        st.lists(children, max_size=4), st.dictionaries(st.one_of(KEYS, st.text(max_size=4)), children, max_size=5)
+        st.lists(children, max_size=4),
+        # Keys too may be anything YAML allows: an unquoted 1 or true is not a string.
+        st.dictionaries(st.one_of(KEYS, st.text(max_size=4), st.integers(0, 3), st.booleans()), children, max_size=5),
     ),
     max_leaves=25,
 )
@@ -62,7 +64,7 @@ def shaped(draw: st.DrawFn, template: Any) -> Any:
     if isinstance(template, dict):
         out = {key: draw(shaped(value)) for key, value in template.items() if draw(st.integers(0, 6))}
         if draw(st.integers(0, 4)) == 0:
-            out[draw(KEYS)] = draw(VALUES)
+            out[draw(st.one_of(KEYS, st.integers(0, 2)))] = draw(VALUES)
         return out
     if isinstance(template, list):
         return [draw(shaped(item)) for item in template]

@@ -141,8 +141,46 @@ def test_an_assigned_ip_outside_every_new_pool_is_refused() -> None:
     printer = service("printer", metadata={"annotations": {"metallb.io/loadBalancerIPs": "198.18.99.9"}})
     [(obj, field, message, fix)] = problems(pool(), advertisement(), printer)
     assert obj == 'Service "default/printer"' and field == "loadBalancerIPs annotation"
-    assert message.startswith("198.18.99.9 lies in no imported pool: the Service would lose its address")
+    assert message.startswith("198.18.99.9 lies in no imported pool, but it is requested: the Service would lose")
     assert fix == "add 198.18.99.9 to a pool, or remove the request"
+
+
+def test_a_status_ip_outside_every_pool_counts_only_for_metallbs_own_services() -> None:
+    def with_status(name: str, **spec: Any) -> dict[str, Any]:
+        return service(name, spec=spec, status={"loadBalancer": {"ingress": [{"ip": "198.18.99.7"}]}})
+
+    # MetalLB handled the class-less Service: losing its address on the switch is a problem.
+    [(obj, field, message, _)] = problems(pool(), advertisement(), with_status("mine"))
+    assert (obj, field) == ('Service "default/mine"', "the IP MetalLB assigned (pinned so it survives the switch)")
+    assert "but MetalLB assigned it" in message
+    # Another implementation's class: listed, not pinned, not a failure.
+    result = metallb.import_metallb([pool(), advertisement(), with_status("theirs", loadBalancerClass="kube-vip.io/x")])
+    assert result.problems == []
+    assert any("another class" in u.reason for u in result.unexpressible if u.obj == 'Service "default/theirs"')
+
+
+def test_types_are_checked_with_the_value_shown_and_keys_must_be_strings() -> None:
+    found = problems(pool(autoAssign="false"), advertisement(), service(metadata={"annotations": {1: "x"}}))
+    assert [(f, m, fix) for _, f, m, fix in found] == [
+        ("spec.autoAssign", "expected a boolean, got str 'false'", "write a boolean there"),
+        ("metadata.annotations", "key 1 is not a string", "quote the key"),
+    ]
+
+
+def test_an_object_without_kind_or_with_a_misspelt_one_is_named() -> None:
+    nameless = {"apiVersion": V, "metadata": {"name": "lan"}, "spec": {"addresses": ["198.18.10.0/28"]}}
+    misspelt = {**pool("dmz"), "kind": "IPAdressPool"}
+    found = problems(pool(), advertisement(), nameless, misspelt)
+    assert [(o, f, m, fix) for o, f, m, fix in found] == [
+        ('object "lan"', "kind", "missing", "add the kind, e.g. IPAddressPool"),
+        ('IPAdressPool "dmz"', "kind", "unknown kind 'IPAdressPool'", 'did you mean "IPAddressPool"?'),
+    ]
+
+
+def test_a_pool_kept_out_by_its_own_problems_does_not_add_misleading_ones() -> None:
+    wants = service("nas", metadata={"annotations": {"metallb.io/loadBalancerIPs": "198.18.20.5"}})
+    found = problems(pool(), pool("nas", ["198.18.20.0/28"], autoAssign="no"), advertisement(), wants)
+    assert [(o, f) for o, f, _, _ in found] == [('IPAddressPool "nas"', "spec.autoAssign")]
 
 
 def test_a_legacy_config_map_with_unknown_keys_is_refused() -> None:
@@ -155,6 +193,10 @@ def test_a_legacy_config_map_with_unknown_keys_is_refused() -> None:
         "- name: good\n"
         "  protocol: layer2\n"
         "  addresses: [198.18.12.1-198.18.12.0]\n"
+        "- name: typed\n"
+        "  protocol: layer2\n"
+        "  auto-assign: 'false'\n"
+        "  addresses: [198.18.13.0/28]\n"
     )
     legacy = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "config"}, "data": {"config": config}}
     found = problems(legacy)
@@ -163,6 +205,7 @@ def test_a_legacy_config_map_with_unknown_keys_is_refused() -> None:
         ("data.config.address-pools[0].cidr", "unknown key"),
         ("data.config.address-pools[0].addresses", "missing"),
         ("data.config.address-pools[1].addresses[0]", "range '198.18.12.1-198.18.12.0' starts after it stops"),
+        ("data.config.address-pools[2].auto-assign", "expected a boolean, got str 'false'"),
     ]
 
 

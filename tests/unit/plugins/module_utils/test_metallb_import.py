@@ -76,9 +76,11 @@ def test_pools_asked_for_by_name_or_not_auto_assigned_are_gated_by_the_request_l
     def eligible(labels: dict[str, str]) -> set[str]:
         return {p.name for p in model.pools if p.selects_service(labels)}
 
-    home_assistant = {"app.kubernetes.io/part-of": "home-assistant"}
+    # iot serves Home Assistant's Services in namespace iot only (its serviceSelector AND its namespaces).
+    home_assistant = {"app.kubernetes.io/part-of": "home-assistant", "io.kubernetes.service.namespace": "iot"}
     assert eligible({}) == {"lan", "dmz"}  # reserved is autoAssign: false; iot needs its serviceSelector
     assert eligible(home_assistant) == {"lan", "dmz", "iot"}
+    assert "iot" not in eligible({**home_assistant, "io.kubernetes.service.namespace": "default"})
     assert eligible({REQ: "dmz"}) == {"dmz"}
     assert eligible({REQ: "reserved"}) == {"reserved"}
     assert eligible({REQ: "iot", **home_assistant}) == {"iot"}
@@ -130,7 +132,7 @@ def test_service_plan_rewrites_ips_sharing_keys_and_pool_requests(imported: meta
 def test_what_cannot_be_expressed_is_listed_with_its_consequence(imported: metallb.ImportResult) -> None:
     iot = _lost(imported, 'IPAddressPool "iot"')
     assert any(x.startswith("spec.serviceAllocation.priority") for x in iot)
-    assert any(x.startswith("spec.serviceAllocation.namespaces") and "every namespace" in x for x in iot)
+    assert not any(x.startswith("spec.serviceAllocation.namespaces") for x in iot), "expressible now"
     assert any(
         "also announces IPs from dmz, iot, reserved" in x for x in _lost(imported, 'L2Advertisement "home-workers"')
     )
